@@ -1,0 +1,256 @@
+//! Configuration: plain serde structures with defaults, and typed values.
+//!
+//! Only the binary reads files and the environment; libraries receive these structs.
+//! Every field has a default so that an empty file is a valid configuration (embedded
+//! broker, embedded store, outbox folder). Unknown keys are refused so that a typo is
+//! an error, not a silently ignored setting. This module must never read the disk.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration of a vigie process.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where data lives.
+    pub storage: StorageConfig,
+    /// The web server.
+    pub http: HttpConfig,
+    /// The MQTT broker and client.
+    pub mqtt: MqttConfig,
+    /// Ingest batching and validation.
+    pub ingest: IngestConfig,
+    /// The simulator that `vigie run` starts on an empty data dir.
+    pub simulator: SimulatorConfig,
+    /// Remote time-series backend (InfluxDB v2 write API).
+    pub tsdb: TsdbConfig,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory holding `vigie.db` (registry and embedded time series).
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// Web server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the dashboard and API listen on.
+    pub addr: Addr,
+    /// Lifetime of a login session.
+    pub session_ttl: HumanDuration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: Addr(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            session_ttl: HumanDuration(Duration::from_secs(12 * 3600)),
+        }
+    }
+}
+
+/// MQTT settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker URL (`mqtt://host:port`); empty = start the embedded broker.
+    pub url: String,
+    /// Where the embedded broker listens.
+    pub listen: Addr,
+    /// Client id of the ingest session (stable, so the broker keeps the session).
+    pub client_id: String,
+    /// Username for the external broker (empty = none).
+    pub username: String,
+    /// Password for the external broker (never logged).
+    pub password: String,
+    /// Largest accepted payload, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: String::new(),
+            listen: Addr(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            client_id: "vigie-ingest".into(),
+            username: String::new(),
+            password: String::new(),
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Ingest settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most messages per committed batch; also the MQTT in-flight window.
+    pub batch_max_messages: usize,
+    /// How long a batch waits for more messages before it is committed.
+    pub batch_linger: HumanDuration,
+    /// Samples stamped further in the future than this are refused.
+    pub max_future_skew: HumanDuration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            batch_max_messages: 500,
+            batch_linger: HumanDuration(Duration::from_millis(20)),
+            max_future_skew: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorConfig {
+    /// Number of simulated buildings.
+    pub buildings: usize,
+    /// Seed of the random generator, so runs repeat.
+    pub seed: u64,
+    /// Days of history published on first start.
+    pub backfill_days: u32,
+    /// Interval between two live readings of one device.
+    pub interval: HumanDuration,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            buildings: 3,
+            seed: 42,
+            backfill_days: 365,
+            interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Remote time-series backend settings; an empty `url` means the embedded store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TsdbConfig {
+    /// Base URL of the InfluxDB v2 compatible server.
+    pub url: String,
+    /// API token (never logged).
+    pub token: String,
+    /// Organisation (ignored by VictoriaMetrics).
+    pub org: String,
+    /// Bucket (ignored by VictoriaMetrics).
+    pub bucket: String,
+    /// Query dialect: `flux` or `prometheus`.
+    pub dialect: String,
+}
+
+/// A socket address that deserialises with a clear message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl FromStr for Addr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<SocketAddr>()
+            .map(Addr)
+            .map_err(|_| format!("found {s:?}, expected an address like 127.0.0.1:8080"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A duration written for humans: `250ms`, `10s`, `5m`, `2h`, `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || format!("found {s:?}, expected a duration like 250ms, 10s, 5m, 2h or 30d");
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| err())?;
+        let ms = match unit {
+            "ms" => n,
+            "s" => n.checked_mul(1000).ok_or_else(err)?,
+            "m" => n.checked_mul(60_000).ok_or_else(err)?,
+            "h" => n.checked_mul(3_600_000).ok_or_else(err)?,
+            "d" => n.checked_mul(86_400_000).ok_or_else(err)?,
+            _ => return Err(err()),
+        };
+        Ok(HumanDuration(Duration::from_millis(ms)))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_human_units() {
+        assert_eq!(
+            "250ms".parse(),
+            Ok(HumanDuration(Duration::from_millis(250)))
+        );
+        assert_eq!("5m".parse(), Ok(HumanDuration(Duration::from_secs(300))));
+        assert_eq!(
+            "30d".parse(),
+            Ok(HumanDuration(Duration::from_secs(30 * 86400)))
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_was_found_and_what_is_expected() {
+        let err = "ten seconds".parse::<HumanDuration>().unwrap_err();
+        assert!(
+            err.contains("\"ten seconds\"") && err.contains("expected a duration"),
+            "{err}"
+        );
+        assert!("10".parse::<HumanDuration>().is_err());
+        assert!("10y".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn a_bad_address_says_what_was_found() {
+        let err = "localhost".parse::<Addr>().unwrap_err();
+        assert!(
+            err.contains("\"localhost\"") && err.contains("127.0.0.1:8080"),
+            "{err}"
+        );
+    }
+}

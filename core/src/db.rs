@@ -1,0 +1,315 @@
+//! The SQLite file that holds the registry and the embedded time series.
+//!
+//! One file (`<data_dir>/vigie.db`) in WAL mode: readers never block the writer, and
+//! several processes (`vigie run` and `vigie user token`) can open it at once. Schema
+//! changes are versioned migrations applied in order at open, recorded in
+//! `PRAGMA user_version`. Blocking SQLite calls run on tokio's blocking pool through
+//! [`Db::call`]; this module must never run a query on an async worker thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// An error of the SQLite layer, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The file could not be opened or configured.
+    #[error("cannot open store at {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A migration failed.
+    #[error("cannot migrate store at {path} to version {version}: {source}")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// The migration that failed.
+        version: usize,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer vigie.
+    #[error(
+        "store at {path} has schema version {found}, newer than this vigie ({known}); upgrade vigie"
+    )]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: usize,
+        /// Latest version this binary knows.
+        known: usize,
+    },
+    /// A query failed.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// Migrations, in order; index + 1 is the schema version. Never edit one that shipped:
+/// append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: registry, quarantine, raw samples.
+    r#"
+    CREATE TABLE members (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'commune',
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE buildings (
+        id TEXT PRIMARY KEY,
+        member_id TEXT NOT NULL REFERENCES members(id),
+        name TEXT NOT NULL,
+        address TEXT NOT NULL DEFAULT '',
+        floor_area_m2 REAL,
+        usage TEXT NOT NULL DEFAULT '',
+        gas_pcs_kwh_per_m3 REAL NOT NULL DEFAULT 11.2
+    );
+    CREATE INDEX buildings_member ON buildings(member_id);
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        building_id TEXT REFERENCES buildings(id),
+        kind TEXT NOT NULL,
+        format TEXT NOT NULL DEFAULT 'native',
+        room TEXT NOT NULL DEFAULT '',
+        label TEXT NOT NULL DEFAULT '',
+        last_seen INTEGER,
+        online INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX devices_building ON devices(building_id);
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        quantity TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        UNIQUE (device_id, quantity)
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        member_id TEXT REFERENCES members(id),
+        password_hash TEXT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_sha256 BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE TABLE sessions (
+        token_sha256 BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf_token TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        last_received_at INTEGER NOT NULL,
+        occurrences INTEGER NOT NULL DEFAULT 1,
+        topic TEXT NOT NULL,
+        device_id TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        payload_sha256 BLOB NOT NULL,
+        UNIQUE (topic, payload_sha256, reason, detail)
+    );
+    CREATE INDEX quarantine_reason ON quarantine(reason);
+    CREATE TABLE samples (
+        series_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (series_id, ts)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The latest schema version this binary knows.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// A handle on `vigie.db`: a small pool of connections, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) `<data_dir>/vigie.db` and applies pending migrations.
+    pub fn open_dir(data_dir: &Path) -> Result<Db, DbError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| DbError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        Db::open(&data_dir.join("vigie.db"))
+    }
+
+    /// Opens (creating if needed) the given file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let db = Db {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        };
+        let mut conn = db.connect()?;
+        db.migrate(&mut conn)?;
+        db.put_back(conn);
+        Ok(db)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn connect(&self) -> Result<Connection, DbError> {
+        let path = &self.inner.path;
+        let open = |source| DbError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(open)?;
+        Ok(conn)
+    }
+
+    fn migrate(&self, conn: &mut Connection) -> Result<(), DbError> {
+        let path = &self.inner.path;
+        let found: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map_err(|source| DbError::Open {
+                path: path.clone(),
+                source,
+            })? as usize;
+        if found > SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                path: path.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+            let version = i + 1;
+            let fail = |source| DbError::Migrate {
+                path: path.clone(),
+                version,
+                source,
+            };
+            let tx = conn.transaction().map_err(fail)?;
+            tx.execute_batch(sql).map_err(fail)?;
+            tx.pragma_update(None, "user_version", version as i64)
+                .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn take(&self) -> Result<Connection, DbError> {
+        let pooled = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.connect(),
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            if idle.len() < 8 {
+                idle.push(conn);
+            }
+        }
+    }
+
+    /// Runs `f` with a connection, on the calling thread (for the CLI and for code
+    /// already on a blocking thread).
+    pub fn call_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.take()?;
+        let out = f(&mut conn);
+        self.put_back(conn);
+        out
+    }
+
+    /// Runs `f` with a connection on tokio's blocking pool.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.call_blocking(f))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_twice_applies_migrations_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_dir(dir.path()).expect("first open");
+        drop(db);
+        let db = Db::open_dir(dir.path()).expect("second open");
+        let v: i64 = db
+            .call_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .expect("version");
+        assert_eq!(v as usize, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_vigie_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vigie.db");
+        let c = Connection::open(&path).expect("open");
+        c.pragma_update(None, "user_version", 999).expect("pragma");
+        drop(c);
+        let err = Db::open(&path).unwrap_err().to_string();
+        assert!(err.contains("999") && err.contains("vigie.db"), "{err}");
+    }
+}

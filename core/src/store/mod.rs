@@ -1,0 +1,168 @@
+//! The time-series store: the trait every backend implements, and its value types.
+//!
+//! A sample is identified by (series, timestamp): writing the same sample twice stores
+//! it once, which is what makes at-least-once ingest safe. Aggregates are computed over
+//! Europe/Paris calendar periods. Backends must never return consumption from a
+//! negative counter step: a negative step is a reset or a meter swap.
+
+mod aggregate;
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use aggregate::{aggregate_points, consumption_steps};
+pub use sqlite::SqliteStore;
+
+use crate::db::DbError;
+use crate::ids::SeriesId;
+use crate::quantity::SeriesKind;
+use crate::time::{Bucket, Period, Timestamp};
+
+/// One value of one series at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// The series.
+    pub series: SeriesId,
+    /// The instant.
+    pub ts: Timestamp,
+    /// The value, in the series' unit.
+    pub value: f64,
+}
+
+/// A value at an instant (series implied).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// The instant.
+    pub ts: Timestamp,
+    /// The value.
+    pub value: f64,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Samples that were new.
+    pub inserted: u64,
+    /// Samples already stored (same series and timestamp): nothing written.
+    pub duplicates: u64,
+}
+
+/// How values within a bucket are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// Counters: sum of positive steps whose later sample falls in the bucket.
+    Consumption,
+    /// Gauges: arithmetic mean.
+    Mean,
+    /// Gauges: minimum.
+    Min,
+    /// Gauges: maximum.
+    Max,
+    /// Last value in the bucket.
+    Last,
+    /// Number of samples.
+    Count,
+}
+
+impl Aggregation {
+    /// The natural aggregation for a series kind.
+    pub fn natural(kind: SeriesKind) -> Aggregation {
+        match kind {
+            SeriesKind::Counter => Aggregation::Consumption,
+            SeriesKind::Gauge => Aggregation::Mean,
+        }
+    }
+}
+
+/// An aggregate query over calendar periods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateQuery {
+    /// The series; with several, per-bucket results are summed (consumption, count) or
+    /// combined (min, max, mean over all samples, last of all).
+    pub series: Vec<SeriesId>,
+    /// How to combine values.
+    pub aggregation: Aggregation,
+    /// The periods, contiguous and in order (see [`crate::time::periods`]).
+    pub periods: Vec<Period>,
+}
+
+/// One period's result; `value` is `None` when the period has no data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BucketValue {
+    /// Label of the period.
+    pub period: String,
+    /// First instant of the period.
+    pub start: Timestamp,
+    /// The aggregate.
+    pub value: Option<f64>,
+}
+
+/// An error of a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded SQLite store failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A remote backend failed.
+    #[error("time-series backend {url}: {message}")]
+    Remote {
+        /// Backend URL (no credentials).
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The query cannot be answered.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+}
+
+/// What ingest, alerting, analytics and the dashboard need from a time-series store.
+#[async_trait]
+pub trait TimeSeriesStore: Send + Sync + 'static {
+    /// Writes samples durably and idempotently; returns when they are committed.
+    async fn write(&self, samples: &[Sample]) -> Result<WriteReport, StoreError>;
+
+    /// Raw samples of one series with `from <= ts < to`, in time order.
+    async fn range(
+        &self,
+        series: SeriesId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Point>, StoreError>;
+
+    /// The latest sample of each series that has one.
+    async fn latest(&self, series: &[SeriesId]) -> Result<Vec<(SeriesId, Point)>, StoreError>;
+
+    /// Aggregates over calendar periods.
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<BucketValue>, StoreError>;
+
+    /// Deletes raw samples older than `before`; aggregates of older periods must not
+    /// change. Returns how many raw samples were removed.
+    async fn retain(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Number of raw samples stored (all series).
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Checks the backend is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Short name for logs and health (`sqlite`, `victoriametrics`…).
+    fn name(&self) -> &'static str;
+}
+
+/// Convenience: daily or monthly buckets over local dates.
+pub fn bucket_query(
+    series: Vec<SeriesId>,
+    aggregation: Aggregation,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    bucket: Bucket,
+) -> AggregateQuery {
+    AggregateQuery {
+        series,
+        aggregation,
+        periods: crate::time::periods(from, to, bucket),
+    }
+}
