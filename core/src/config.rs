@@ -145,7 +145,7 @@ impl Default for SimulatorConfig {
 }
 
 /// Remote time-series backend settings; an empty `url` means the embedded store.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TsdbConfig {
     /// Base URL of the InfluxDB v2 compatible server.
@@ -158,6 +158,18 @@ pub struct TsdbConfig {
     pub bucket: String,
     /// Query dialect: `flux` or `prometheus`.
     pub dialect: String,
+}
+
+impl Default for TsdbConfig {
+    fn default() -> Self {
+        TsdbConfig {
+            url: String::new(),
+            token: String::new(),
+            org: String::new(),
+            bucket: String::new(),
+            dialect: "prometheus".into(),
+        }
+    }
 }
 
 /// A socket address that deserialises with a clear message.

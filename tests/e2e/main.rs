@@ -1,1 +1,7 @@
+//! End-to-end tests: the real `vigie` binary, started as a newcomer would, talking to
+//! real MQTT clients and HTTP clients. One test binary (link once), one module per
+//! capability.
 
+mod config;
+mod pipeline;
+mod server;

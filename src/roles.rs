@@ -1,0 +1,272 @@
+//! Composing the parts: `run` (everything), `ingest`, `dashboard`, `sim`.
+//!
+//! Each part is a `run(…, shutdown)` function from its crate; this module opens the
+//! store, bootstraps the first admin and the demo fleet, starts the parts in the right
+//! order (broker, then ingest, then the simulator once ingest is subscribed, so that
+//! nothing is published before a session exists to keep it) and waits for them to
+//! drain on shutdown. It must never hold business logic of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use vigie_core::config::Config;
+use vigie_core::db::Db;
+use vigie_core::metrics::Metrics;
+use vigie_core::registry::{Registry, Scope, random_password};
+use vigie_core::store::{SqliteStore, TimeSeriesStore};
+
+use crate::shutdown::Shutdown;
+
+/// Options of `vigie sim`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SimArgs {
+    /// Number of simulated buildings.
+    #[arg(long)]
+    buildings: Option<usize>,
+    /// Days of history to publish first, with original timestamps.
+    #[arg(long, value_name = "DAYS")]
+    backfill: Option<u32>,
+    /// Most messages per second (default: as fast as the broker takes them).
+    #[arg(long, value_name = "MSG_PER_S")]
+    rate: Option<u32>,
+    /// Stop after this many seconds of live publishing (default: until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Seed of the random generator.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Do not register the simulated buildings in the data dir's registry.
+    #[arg(long)]
+    no_provision: bool,
+}
+
+/// Where ingest, the simulator and agents reach the broker.
+fn broker_endpoint(config: &Config) -> Result<(String, u16)> {
+    if config.mqtt.url.is_empty() {
+        let a = config.mqtt.listen.0;
+        let host = if a.ip().is_unspecified() { "127.0.0.1".to_string() } else { a.ip().to_string() };
+        Ok((host, a.port()))
+    } else {
+        vigie_ingest::parse_mqtt_url(&config.mqtt.url).with_context(|| "VIGIE_MQTT_URL / mqtt.url".to_string())
+    }
+}
+
+struct Stores {
+    registry: Registry,
+    store: Arc<dyn TimeSeriesStore>,
+}
+
+fn open_stores(config: &Config) -> Result<Stores> {
+    let db = Db::open_dir(&config.storage.data_dir)?;
+    let registry = Registry::new(db.clone());
+    if !config.tsdb.url.is_empty() {
+        anyhow::bail!("VIGIE_TSDB_URL is set but the remote time-series backend is not wired in this build yet");
+    }
+    let store: Arc<dyn TimeSeriesStore> = Arc::new(SqliteStore::new(db));
+    Ok(Stores { registry, store })
+}
+
+/// Creates the first admin if there is no user yet.
+fn bootstrap_admin(registry: &Registry) -> Result<()> {
+    if registry.user_count_blocking()? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match std::env::var("VIGIE_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (random_password(), true),
+    };
+    registry
+        .create_user_blocking("admin", vigie_core::registry::Role::Admin, None, &password)
+        .context("cannot create the first admin (VIGIE_ADMIN_PASSWORD)")?;
+    if generated {
+        // Printed once, on purpose: there is no other way to learn it.
+        tracing::warn!("created user `admin` with generated password {password} (shown once; set VIGIE_ADMIN_PASSWORD to choose it)");
+    } else {
+        tracing::info!("created user `admin` with the password from VIGIE_ADMIN_PASSWORD");
+    }
+    Ok(())
+}
+
+async fn provision_fleet(registry: &Registry, fleet: &vigie_firmware_sim::Fleet) -> Result<()> {
+    for m in &fleet.members {
+        registry.upsert_member(m).await?;
+    }
+    for b in &fleet.buildings {
+        registry.upsert_building(b).await?;
+    }
+    for d in &fleet.devices {
+        registry.upsert_device(d).await?;
+    }
+    Ok(())
+}
+
+fn sim_options(config: &Config, host: String, port: u16) -> vigie_firmware_sim::SimOptions {
+    vigie_firmware_sim::SimOptions {
+        broker_host: host,
+        broker_port: port,
+        client_id_prefix: "vigie-sim".into(),
+        buildings: config.simulator.buildings,
+        seed: config.simulator.seed,
+        backfill_days: config.simulator.backfill_days,
+        interval: config.simulator.interval.0,
+        rate: None,
+        duration: None,
+        progress: false,
+    }
+}
+
+fn ingest_options(config: &Config) -> Result<vigie_ingest::IngestOptions> {
+    let (host, port) = broker_endpoint(config)?;
+    Ok(vigie_ingest::IngestOptions::from_config(&config.mqtt, &config.ingest, host, port))
+}
+
+async fn bind_http(config: &Config) -> Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = config.http.addr.0;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (http.addr / VIGIE_HTTP_ADDR)"))
+}
+
+fn start_broker(config: &Config) -> Result<Option<vigie_ingest::EmbeddedBroker>> {
+    if !config.mqtt.url.is_empty() {
+        return Ok(None);
+    }
+    let broker = vigie_ingest::EmbeddedBroker::start(config.mqtt.listen.0, config.mqtt.max_payload_bytes)
+        .with_context(|| format!("cannot start the embedded MQTT broker on {} (mqtt.listen / VIGIE_MQTT_LISTEN)", config.mqtt.listen))?;
+    tracing::info!("embedded MQTT broker listening on {}", config.mqtt.listen);
+    Ok(Some(broker))
+}
+
+/// `vigie run`: broker, ingest, dashboard, and the simulator on a fresh data dir.
+pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
+    let stores = open_stores(&config)?;
+    bootstrap_admin(&stores.registry)?;
+    let fresh = stores.registry.buildings(&Scope::All).await?.is_empty();
+    let simulate = demo || fresh;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let metrics = Arc::new(Metrics::new());
+
+    let _broker = start_broker(&config)?;
+    let ingest = tokio::spawn(vigie_ingest::run(
+        ingest_options(&config)?,
+        stores.registry.clone(),
+        stores.store.clone(),
+        metrics.clone(),
+        shutdown.wait(),
+    ));
+
+    let listener = bind_http(&config).await?;
+    tracing::info!("dashboard on http://{}", listener.local_addr()?);
+    let state = vigie_dashboard::AppState::new(
+        stores.registry.clone(),
+        stores.store.clone(),
+        metrics.clone(),
+        config.http.session_ttl.0,
+    );
+    let web = tokio::spawn(vigie_dashboard::serve(listener, state, shutdown.wait()));
+
+    let sim = if simulate {
+        let fleet = vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed);
+        provision_fleet(&stores.registry, &fleet).await?;
+        let (host, port) = broker_endpoint(&config)?;
+        let opts = sim_options(&config, host, port);
+        let (metrics, stop) = (metrics.clone(), shutdown.wait());
+        tracing::info!(
+            "simulating {} buildings: {} days of history, then live readings every {:?}",
+            opts.buildings,
+            opts.backfill_days,
+            opts.interval
+        );
+        Some(tokio::spawn(async move {
+            // Publish only once ingest has subscribed, so nothing is published into a void.
+            while !metrics.mqtt_connected.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            vigie_firmware_sim::run(opts, stop).await
+        }))
+    } else {
+        None
+    };
+
+    let ingest_result = ingest.await.context("ingest task")?;
+    shutdown.trigger();
+    if let Some(sim) = sim {
+        match sim.await {
+            Ok(Err(e)) => tracing::warn!("simulator stopped: {e}"),
+            Err(e) => tracing::warn!("simulator task: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
+    web.await.context("web task")??;
+    ingest_result?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `vigie ingest`: ingest only (with the embedded broker when no external one is set).
+pub(crate) async fn run_ingest(config: Config) -> Result<()> {
+    let stores = open_stores(&config)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let _broker = start_broker(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    vigie_ingest::run(ingest_options(&config)?, stores.registry, stores.store, metrics, shutdown.wait()).await?;
+    Ok(())
+}
+
+/// `vigie dashboard`: the web app only; probes the broker for `/healthz`.
+pub(crate) async fn run_dashboard(config: Config) -> Result<()> {
+    let stores = open_stores(&config)?;
+    bootstrap_admin(&stores.registry)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let metrics = Arc::new(Metrics::new());
+    let (host, port) = broker_endpoint(&config)?;
+    let probe = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            let up = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port)))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            probe.mqtt_connected.store(up, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let listener = bind_http(&config).await?;
+    tracing::info!("dashboard on http://{}", listener.local_addr()?);
+    let state = vigie_dashboard::AppState::new(stores.registry, stores.store, metrics, config.http.session_ttl.0);
+    vigie_dashboard::serve(listener, state, shutdown.wait()).await?;
+    Ok(())
+}
+
+/// `vigie sim`: publish the simulated fleet to the configured broker.
+pub(crate) async fn run_sim(config: Config, args: SimArgs) -> Result<()> {
+    let (host, port) = broker_endpoint(&config)?;
+    let mut opts = sim_options(&config, host, port);
+    opts.buildings = args.buildings.unwrap_or(opts.buildings);
+    opts.seed = args.seed.unwrap_or(opts.seed);
+    opts.backfill_days = args.backfill.unwrap_or(0);
+    opts.rate = args.rate;
+    opts.duration = args.duration.map(Duration::from_secs);
+    opts.progress = true;
+    if !args.no_provision {
+        let stores = open_stores(&config)?;
+        let fleet = vigie_firmware_sim::demo_fleet(opts.buildings, opts.seed);
+        provision_fleet(&stores.registry, &fleet).await?;
+        eprintln!(
+            "registered {} buildings and {} devices in {}",
+            fleet.buildings.len(),
+            fleet.devices.len(),
+            config.storage.data_dir.display()
+        );
+    }
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let report = vigie_firmware_sim::run(opts, shutdown.wait()).await?;
+    eprintln!("{report}");
+    Ok(())
+}
