@@ -144,6 +144,33 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (series_id, ts)
     ) WITHOUT ROWID;
     "#,
+    // 2: time-series rollups (hourly = width 0, daily Europe/Paris = width 1), the last
+    // sample dropped by retention per series, and store settings (retention watermark).
+    r#"
+    CREATE TABLE rollups (
+        series_id INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        steps INTEGER NOT NULL,
+        consumption REAL NOT NULL,
+        n INTEGER NOT NULL,
+        sum REAL NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        last_ts INTEGER NOT NULL,
+        last_value REAL NOT NULL,
+        PRIMARY KEY (series_id, width, start)
+    ) WITHOUT ROWID;
+    CREATE TABLE retention_anchors (
+        series_id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL
+    );
+    CREATE TABLE store_meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The latest schema version this binary knows.
@@ -255,10 +282,10 @@ impl Db {
     }
 
     fn put_back(&self, conn: Connection) {
-        if let Ok(mut idle) = self.inner.idle.lock() {
-            if idle.len() < 8 {
-                idle.push(conn);
-            }
+        if let Ok(mut idle) = self.inner.idle.lock()
+            && idle.len() < 8
+        {
+            idle.push(conn);
         }
     }
 

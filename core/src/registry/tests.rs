@@ -181,7 +181,7 @@ async fn a_redelivered_quarantined_message_is_one_row_with_two_occurrences() {
         detail: "expected JSON".into(),
         payload: b"{oops".to_vec(),
     };
-    r.quarantine_blocking(&[e.clone()]).expect("q");
+    r.quarantine_blocking(std::slice::from_ref(&e)).expect("q");
     r.quarantine_blocking(&[e]).expect("q");
     let rows = r.quarantined(10).await.expect("list");
     assert_eq!(rows.len(), 1);

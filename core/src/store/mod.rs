@@ -6,6 +6,7 @@
 //! negative counter step: a negative step is a reset or a meter swap.
 
 mod aggregate;
+mod rollup;
 mod sqlite;
 
 use async_trait::async_trait;

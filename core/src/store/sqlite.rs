@@ -2,15 +2,19 @@
 //!
 //! Samples live in a `WITHOUT ROWID` table keyed by (series, ts), so a duplicate write
 //! is a no-op and a range read is one index scan. A write batch is one `IMMEDIATE`
-//! transaction: when `write` returns, the batch is durable (WAL, synchronous=NORMAL
-//! survives a process crash; a power cut may lose the last transactions, which the
-//! MQTT broker then redelivers because they were never acknowledged... only if the
-//! ack came after the OS had the data, which it did). This backend must never hold a
-//! transaction open across an await point.
+//! transaction that also recomputes the hourly and daily rollups it touched (see
+//! [`super::rollup`]): when `write` returns, samples and rollups are durable together
+//! (WAL, synchronous=NORMAL survives a process crash; a power cut may lose the last
+//! transactions, which the MQTT broker redelivers since they were never acknowledged).
+//! Aggregates over hour-aligned periods read hourly rollups, over day-aligned periods
+//! (day, week, month, year) daily rollups; only unaligned periods read raw samples.
+//! Retention deletes raw samples before a local midnight and keeps rollups for ever.
+//! This backend must never hold a transaction open across an await point.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
+use super::rollup;
 use super::{
     AggregateQuery, Aggregation, BucketValue, Point, Sample, StoreError, TimeSeriesStore,
     WriteReport,
@@ -31,7 +35,10 @@ impl SqliteStore {
         SqliteStore { db }
     }
 
-    /// Writes a batch on the calling (blocking) thread.
+    /// Writes a batch on the calling (blocking) thread, with its rollups, in one
+    /// transaction. Samples older than the retention watermark (see
+    /// [`TimeSeriesStore::retain`]) are not stored: their neighbours are gone, so their
+    /// consumption step cannot be known; they are reported as duplicates and logged.
     pub fn write_blocking(&self, samples: &[Sample]) -> Result<WriteReport, DbError> {
         if samples.is_empty() {
             return Ok(WriteReport::default());
@@ -39,21 +46,95 @@ impl SqliteStore {
         self.db.call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut inserted = 0u64;
+            let mut too_old = 0u64;
+            let watermark = rollup::watermark(&tx)?;
+            let mut touched = rollup::Touched::default();
             {
                 let mut st = tx.prepare_cached(
                     "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)",
                 )?;
                 for s in samples {
-                    inserted += st.execute(params![s.series.0, s.ts.0, s.value])? as u64;
+                    if s.ts.0 < watermark {
+                        too_old += 1;
+                        continue;
+                    }
+                    if st.execute(params![s.series.0, s.ts.0, s.value])? > 0 {
+                        inserted += 1;
+                        touched.inserted(&tx, s.series.0, s.ts.0)?;
+                    }
                 }
             }
+            touched.recompute(&tx)?;
             tx.commit()?;
+            if too_old > 0 {
+                tracing::warn!(
+                    too_old,
+                    retained_before = %Timestamp(watermark),
+                    "samples older than the raw retention window were not stored"
+                );
+            }
             Ok(WriteReport {
                 inserted,
                 duplicates: samples.len() as u64 - inserted,
             })
         })
     }
+
+    /// Recomputes every rollup from the raw samples (for a file whose samples were
+    /// written before rollups existed). Rollups of retained periods are kept.
+    pub fn rebuild_rollups_blocking(&self) -> Result<(), DbError> {
+        self.db.call_blocking(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for s in series_ids(&tx)? {
+                rollup::rebuild_series(&tx, s)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Retention on the calling (blocking) thread; see [`TimeSeriesStore::retain`].
+    pub fn retain_blocking(&self, before: Timestamp) -> Result<u64, DbError> {
+        // Cut at a local midnight so that no hour or day keeps part of its raw samples:
+        // a late sample in a partly retained bucket could not be recomputed.
+        let cut = rollup::local_day_bounds(before.0).0;
+        self.db.call_blocking(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if cut <= rollup::watermark(&tx)? {
+                return Ok(0);
+            }
+            let mut deleted = 0u64;
+            for s in series_ids(&tx)? {
+                // Keep the last dropped sample: the step from it to the first kept one
+                // must stay computable when a late sample lands after the cut.
+                if let Some(anchor) = rollup::last_before(&tx, s, cut)? {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO retention_anchors (series_id, ts, value)
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![s, anchor.ts.0, anchor.value])?;
+                }
+                deleted += tx
+                    .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts < ?2")?
+                    .execute(params![s, cut])? as u64;
+            }
+            rollup::set_watermark(&tx, cut)?;
+            tx.commit()?;
+            Ok(deleted)
+        })
+    }
+}
+
+/// The distinct series with raw samples, by index skip-scan.
+fn series_ids(c: &rusqlite::Connection) -> rusqlite::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    let mut st = c.prepare_cached("SELECT MIN(series_id) FROM samples WHERE series_id > ?1")?;
+    let mut after = i64::MIN;
+    while let Some(s) = st.query_row([after], |r| r.get::<_, Option<i64>>(0))? {
+        out.push(s);
+        after = s;
+    }
+    Ok(out)
 }
 
 fn range_blocking(
@@ -72,23 +153,6 @@ fn range_blocking(
         })
     })?;
     rows.collect()
-}
-
-fn last_before(
-    c: &rusqlite::Connection,
-    series: SeriesId,
-    before: i64,
-) -> rusqlite::Result<Option<Point>> {
-    c.prepare_cached(
-        "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1",
-    )?
-    .query_row(params![series.0, before], |r| {
-        Ok(Point {
-            ts: Timestamp(r.get(0)?),
-            value: r.get(1)?,
-        })
-    })
-    .optional()
 }
 
 #[async_trait]
@@ -150,11 +214,21 @@ impl TimeSeriesStore for SqliteStore {
         Ok(self
             .db
             .call(move |c| {
+                if let Some(width) = rollup::width_for(&q.periods) {
+                    return Ok(rollup::aggregate(
+                        c,
+                        &q.series,
+                        q.aggregation,
+                        &q.periods,
+                        width,
+                    )?);
+                }
+                // Periods not aligned on hours: only raw samples can answer.
                 let mut all = Vec::with_capacity(q.series.len());
                 for &s in &q.series {
                     let mut pts = Vec::new();
                     if q.aggregation == Aggregation::Consumption {
-                        pts.extend(last_before(c, s, from)?);
+                        pts.extend(rollup::last_before(c, s.0, from)?);
                     }
                     pts.extend(range_blocking(c, s, from, to)?);
                     all.push(pts);
@@ -164,10 +238,12 @@ impl TimeSeriesStore for SqliteStore {
             .await?)
     }
 
-    async fn retain(&self, _before: Timestamp) -> Result<u64, StoreError> {
-        Err(StoreError::InvalidQuery(
-            "raw retention needs rollups, which the embedded store does not keep yet".into(),
-        ))
+    async fn retain(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.retain_blocking(before))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+            .map_err(StoreError::from)
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

@@ -1,0 +1,384 @@
+//! Hourly and daily rollups of the embedded store, kept exact under late writes.
+//!
+//! A rollup row summarises one series over one bucket: the counter consumption (sum
+//! and number of positive steps whose later sample falls in the bucket, as in
+//! [`super::aggregate`]) and the gauge statistics (count, sum, min, max, last). Hourly
+//! rows are recomputed from raw samples (plus the last sample before the hour, which
+//! may be a retention anchor); daily rows (Europe/Paris local days, 23 to 25 hours)
+//! are recomputed from their hourly rows. Both happen in the write transaction, so a
+//! committed batch always has matching rollups. This module must never update a
+//! rollup incrementally from a single sample: a late sample between two existing ones
+//! changes two steps, and only a recomputation from raw neighbours is exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Aggregation, BucketValue, Point};
+use crate::ids::SeriesId;
+use crate::time::{Period, Timestamp, local_date, local_midnight};
+
+/// One hour, in milliseconds.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// Width of a rollup row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Width {
+    /// One clock hour.
+    Hour = 0,
+    /// One Europe/Paris local day.
+    Day = 1,
+}
+
+/// The summary of some samples (or of merged summaries).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rollup {
+    /// Number of positive counter steps.
+    pub(crate) steps: u64,
+    /// Sum of positive counter steps.
+    pub(crate) consumption: f64,
+    /// Number of samples.
+    pub(crate) n: u64,
+    /// Sum of values.
+    pub(crate) sum: f64,
+    /// Minimum value.
+    pub(crate) min: f64,
+    /// Maximum value.
+    pub(crate) max: f64,
+    /// Latest sample, if any.
+    pub(crate) last: Option<(i64, f64)>,
+}
+
+impl Rollup {
+    /// The summary with nothing in it.
+    pub(crate) const EMPTY: Rollup = Rollup {
+        steps: 0,
+        consumption: 0.0,
+        n: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        last: None,
+    };
+
+    /// Summarises `points` (sorted), `prev` being the sample just before them.
+    pub(crate) fn of_points(prev: Option<Point>, points: &[Point]) -> Rollup {
+        let mut r = Rollup::EMPTY;
+        let mut before = prev.map(|p| p.value);
+        for p in points {
+            if let Some(b) = before {
+                let d = p.value - b;
+                if d > 0.0 {
+                    r.steps += 1;
+                    r.consumption += d;
+                }
+            }
+            before = Some(p.value);
+            r.n += 1;
+            r.sum += p.value;
+            r.min = r.min.min(p.value);
+            r.max = r.max.max(p.value);
+            r.last = Some((p.ts.0, p.value));
+        }
+        r
+    }
+
+    /// Adds another summary into this one; on equal last instants `other` wins (the
+    /// reference keeps the later series of a query).
+    pub(crate) fn merge(&mut self, other: &Rollup) {
+        self.steps += other.steps;
+        self.consumption += other.consumption;
+        self.n += other.n;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        if let Some((t, v)) = other.last
+            && self.last.is_none_or(|(mine, _)| mine <= t)
+        {
+            self.last = Some((t, v));
+        }
+    }
+
+    /// The value of `aggregation` over this summary (`None` for no data).
+    pub(crate) fn value(&self, aggregation: Aggregation) -> Option<f64> {
+        match aggregation {
+            Aggregation::Consumption => (self.steps > 0).then_some(self.consumption),
+            Aggregation::Count => Some(self.n as f64),
+            Aggregation::Mean => (self.n > 0).then(|| self.sum / self.n as f64),
+            Aggregation::Min => (self.n > 0).then_some(self.min),
+            Aggregation::Max => (self.n > 0).then_some(self.max),
+            Aggregation::Last => self.last.map(|(_, v)| v),
+        }
+    }
+}
+
+/// The start of the Europe/Paris local day containing `ts`, and of the next one.
+pub(crate) fn local_day_bounds(ts: i64) -> (i64, i64) {
+    let d = local_date(Timestamp(ts));
+    let next = d.succ_opt().unwrap_or(d);
+    (local_midnight(d).0, local_midnight(next).0)
+}
+
+/// Whether `ts` is the first instant of a Europe/Paris local day.
+pub(crate) fn is_local_midnight(ts: i64) -> bool {
+    local_day_bounds(ts).0 == ts
+}
+
+/// The start of the clock hour containing `ts`.
+pub(crate) fn hour_start(ts: i64) -> i64 {
+    ts.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// The retention watermark: raw samples before it are gone (0 = never retained).
+pub(crate) fn watermark(c: &Connection) -> rusqlite::Result<i64> {
+    Ok(c.query_row(
+        "SELECT value FROM store_meta WHERE key = 'raw_retained_before'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()?
+    .unwrap_or(i64::MIN))
+}
+
+/// Sets the retention watermark.
+pub(crate) fn set_watermark(c: &Connection, before: i64) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('raw_retained_before', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [before],
+    )?;
+    Ok(())
+}
+
+/// The last sample of `series` strictly before `before`, raw or retention anchor.
+pub(crate) fn last_before(
+    c: &Connection,
+    series: i64,
+    before: i64,
+) -> rusqlite::Result<Option<Point>> {
+    let point = |r: &rusqlite::Row<'_>| {
+        Ok(Point {
+            ts: Timestamp(r.get(0)?),
+            value: r.get(1)?,
+        })
+    };
+    let raw = c
+        .prepare_cached(
+            "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts < ?2
+             ORDER BY ts DESC LIMIT 1",
+        )?
+        .query_row(params![series, before], point)
+        .optional()?;
+    if raw.is_some() {
+        return Ok(raw);
+    }
+    c.prepare_cached("SELECT ts, value FROM retention_anchors WHERE series_id = ?1 AND ts < ?2")?
+        .query_row(params![series, before], point)
+        .optional()
+}
+
+/// The instant of the first sample of `series` strictly after `after`.
+pub(crate) fn next_after(c: &Connection, series: i64, after: i64) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT ts FROM samples WHERE series_id = ?1 AND ts > ?2 ORDER BY ts LIMIT 1")?
+        .query_row(params![series, after], |r| r.get(0))
+        .optional()
+}
+
+fn raw_points(c: &Connection, series: i64, from: i64, to: i64) -> rusqlite::Result<Vec<Point>> {
+    let mut st = c.prepare_cached(
+        "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
+    )?;
+    let rows = st.query_map(params![series, from, to], |r| {
+        Ok(Point {
+            ts: Timestamp(r.get(0)?),
+            value: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn put(c: &Connection, series: i64, width: Width, start: i64, r: &Rollup) -> rusqlite::Result<()> {
+    match r.last {
+        None => {
+            c.prepare_cached(
+                "DELETE FROM rollups WHERE series_id = ?1 AND width = ?2 AND start = ?3",
+            )?
+            .execute(params![series, width as i64, start])?;
+        }
+        Some((last_ts, last_value)) => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO rollups
+                 (series_id, width, start, steps, consumption, n, sum, min, max, last_ts, last_value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                series,
+                width as i64,
+                start,
+                r.steps as i64,
+                r.consumption,
+                r.n as i64,
+                r.sum,
+                r.min,
+                r.max,
+                last_ts,
+                last_value
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the rollup rows of `series` with `from <= start < to`, in order.
+pub(crate) fn read(
+    c: &Connection,
+    series: i64,
+    width: Width,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<(i64, Rollup)>> {
+    let mut st = c.prepare_cached(
+        "SELECT start, steps, consumption, n, sum, min, max, last_ts, last_value FROM rollups
+         WHERE series_id = ?1 AND width = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",
+    )?;
+    let rows = st.query_map(params![series, width as i64, from, to], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Rollup {
+                steps: r.get::<_, i64>(1)? as u64,
+                consumption: r.get(2)?,
+                n: r.get::<_, i64>(3)? as u64,
+                sum: r.get(4)?,
+                min: r.get(5)?,
+                max: r.get(6)?,
+                last: Some((r.get(7)?, r.get(8)?)),
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// The hours whose rollups a batch touched, per series.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    hours: BTreeMap<i64, BTreeSet<i64>>,
+}
+
+impl Touched {
+    /// Records a newly inserted sample: its hour changes, and so does the hour of the
+    /// next sample, whose step now starts from the new one. Call after the insert.
+    pub(crate) fn inserted(
+        &mut self,
+        c: &Connection,
+        series: i64,
+        ts: i64,
+    ) -> rusqlite::Result<()> {
+        let set = self.hours.entry(series).or_default();
+        set.insert(hour_start(ts));
+        if let Some(next) = next_after(c, series, ts)? {
+            set.insert(hour_start(next));
+        }
+        Ok(())
+    }
+
+    /// Recomputes every touched hour from raw samples, then every day containing one.
+    pub(crate) fn recompute(&self, c: &Connection) -> rusqlite::Result<()> {
+        for (&series, hours) in &self.hours {
+            let mut days = BTreeSet::new();
+            for &h in hours {
+                recompute_hour(c, series, h)?;
+                days.insert(local_day_bounds(h));
+            }
+            for (start, end) in days {
+                recompute_day(c, series, start, end)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Recomputes the hourly rollup of `series` starting at `hour`.
+pub(crate) fn recompute_hour(c: &Connection, series: i64, hour: i64) -> rusqlite::Result<()> {
+    let points = raw_points(c, series, hour, hour + HOUR_MS)?;
+    let prev = if points.is_empty() {
+        None
+    } else {
+        last_before(c, series, hour)?
+    };
+    put(
+        c,
+        series,
+        Width::Hour,
+        hour,
+        &Rollup::of_points(prev, &points),
+    )
+}
+
+/// Recomputes the daily rollup of `series` for the local day `[start, end)`.
+pub(crate) fn recompute_day(
+    c: &Connection,
+    series: i64,
+    start: i64,
+    end: i64,
+) -> rusqlite::Result<()> {
+    let mut day = Rollup::EMPTY;
+    for (_, h) in read(c, series, Width::Hour, start, end)? {
+        day.merge(&h);
+    }
+    put(c, series, Width::Day, start, &day)
+}
+
+/// Rebuilds every rollup of `series` from its raw samples (for data written before
+/// rollups existed). Rollups of periods whose raw samples were retained are kept.
+pub(crate) fn rebuild_series(c: &Connection, series: i64) -> rusqlite::Result<()> {
+    let mut touched = Touched::default();
+    let mut st = c.prepare_cached("SELECT ts FROM samples WHERE series_id = ?1 ORDER BY ts")?;
+    let hours: BTreeSet<i64> = st
+        .query_map([series], |r| r.get::<_, i64>(0))?
+        .map(|t| t.map(hour_start))
+        .collect::<rusqlite::Result<_>>()?;
+    touched.hours.insert(series, hours);
+    touched.recompute(c)
+}
+
+/// How a query's periods can be answered from rollups.
+pub(crate) fn width_for(periods: &[Period]) -> Option<Width> {
+    let bounds = || periods.iter().flat_map(|p| [p.start.0, p.end.0]);
+    if bounds().all(is_local_midnight) {
+        Some(Width::Day)
+    } else if bounds().all(|t| t.rem_euclid(HOUR_MS) == 0) {
+        Some(Width::Hour)
+    } else {
+        None
+    }
+}
+
+/// Answers an aggregate query from rollups of `width` (periods must be aligned on it).
+pub(crate) fn aggregate(
+    c: &Connection,
+    series: &[SeriesId],
+    aggregation: Aggregation,
+    periods: &[Period],
+    width: Width,
+) -> rusqlite::Result<Vec<BucketValue>> {
+    let mut accs = vec![Rollup::EMPTY; periods.len()];
+    if let (Some(first), Some(last)) = (periods.first(), periods.last()) {
+        for s in series {
+            for (start, r) in read(c, s.0, width, first.start.0, last.end.0)? {
+                let i = periods.partition_point(|p| p.end.0 <= start);
+                if i < periods.len() && periods[i].start.0 <= start {
+                    accs[i].merge(&r);
+                }
+            }
+        }
+    }
+    Ok(periods
+        .iter()
+        .zip(accs)
+        .map(|(p, a)| BucketValue {
+            period: p.label.clone(),
+            start: p.start,
+            value: a.value(aggregation),
+        })
+        .collect())
+}
