@@ -1,5 +1,118 @@
 //! vigie's web app (axum): login, server-rendered French pages with plotters charts,
 //! the JSON API under `/api/v1/`, `/healthz` and `/metrics`.
+//!
+//! Every page needs a login session and every API call a session or a bearer token;
+//! every query is scoped to what the caller's user may see, so another member's
+//! building answers 404 rather than 403. Only `/login`, `/healthz` and `/metrics` are
+//! public. This crate reads the registry and the store; it must never write samples.
+//!
+//! Layout: [`auth`] (sessions, tokens, CSRF), `api/` (JSON, one file per resource),
+//! `pages/` (HTML, one file per page family), [`charts`], [`format`] (French numbers
+//! and dates), [`openapi`], `health` (`/healthz`, `/metrics`).
 
+pub mod api;
+pub mod auth;
 pub mod charts;
+pub mod consumption;
+pub mod error;
 pub mod format;
+mod health;
+pub mod openapi;
+pub mod pages;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::middleware;
+use axum::routing::{get, post};
+use vigie_core::metrics::Metrics;
+use vigie_core::registry::Registry;
+use vigie_core::store::TimeSeriesStore;
+
+/// What every handler needs; cheap to clone.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct AppState {
+    /// Members, buildings, devices, users, sessions.
+    pub registry: Registry,
+    /// The time-series store.
+    pub store: Arc<dyn TimeSeriesStore>,
+    /// The process's self-metrics (read for `/metrics` and `/healthz`).
+    pub metrics: Arc<Metrics>,
+    /// Lifetime of a login session.
+    pub session_ttl: Duration,
+}
+
+impl AppState {
+    /// The state of a dashboard over these parts.
+    pub fn new(
+        registry: Registry,
+        store: Arc<dyn TimeSeriesStore>,
+        metrics: Arc<Metrics>,
+        session_ttl: Duration,
+    ) -> AppState {
+        AppState {
+            registry,
+            store,
+            metrics,
+            session_ttl,
+        }
+    }
+}
+
+/// The whole app: pages, API, login, health and metrics.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .merge(pages::routes())
+        .merge(api::routes())
+        .fallback(error::not_found)
+        .layer(middleware::from_fn(auth::refuse_cross_site))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Headers every answer carries: no framing, no sniffing, no caching of private data,
+/// and a content policy that allows no script at all (the pages need none).
+async fn security_headers(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, name, value: &'static str| {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    };
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "same-origin");
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    res
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "dashboard listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,349 @@
+//! Who is calling: login sessions (cookie `vigie_session`), API bearer tokens, CSRF.
+//!
+//! Pages take a [`SessionUser`] (no session: redirect to `/login?next=…`); API handlers
+//! take an [`ApiCaller`] (bearer token or session; neither: 401 JSON). The session
+//! cookie is `HttpOnly; SameSite=Strict; Path=/`. It is not marked `Secure`, because
+//! vigie serves plain HTTP on loopback by default; behind an HTTPS reverse proxy the
+//! cookie should gain `Secure` (a later setting). Cross-site writes are refused twice:
+//! [`refuse_cross_site`] rejects any non-GET/HEAD request whose `Origin` or
+//! `Sec-Fetch-Site` says it comes from another site, and every form carries the
+//! session's CSRF token, checked by [`SessionUser::check_csrf`]. The login form itself
+//! has no session yet and relies on the first defence. This module must never log a
+//! password or a token, and never redirect to another site after login.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use vigie_core::registry::{Role, User};
+
+use crate::AppState;
+use crate::error::{ApiError, PageError};
+use crate::pages::login;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "vigie_session";
+
+/// A user with a live login session (pages and forms).
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    /// The user.
+    pub user: User,
+    /// The session's CSRF token, to embed in forms.
+    pub csrf_token: String,
+    /// The session cookie's value.
+    session_token: String,
+}
+
+impl SessionUser {
+    /// Checks the CSRF token a form sent against the session's.
+    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), PageError> {
+        match sent {
+            Some(s) if constant_time_eq(s.as_bytes(), self.csrf_token.as_bytes()) => Ok(()),
+            _ => Err(PageError {
+                status: StatusCode::FORBIDDEN,
+                message: "Jeton de sécurité du formulaire absent ou périmé : rechargez la \
+                          page et recommencez."
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// A caller of the JSON API, by bearer token or session.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    /// The user.
+    pub user: User,
+}
+
+/// Whether the user belongs to the agency's staff (sees every member, quarantine…).
+pub fn is_staff(user: &User) -> bool {
+    matches!(user.role, Role::Admin | Role::Technician)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<SessionUser>, vigie_core::db::DbError> {
+    let Some(token) = cookie(headers, SESSION_COOKIE).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(state
+        .registry
+        .session(token)
+        .await?
+        .map(|(user, csrf_token)| SessionUser {
+            user,
+            csrf_token,
+            session_token: token.to_string(),
+        }))
+}
+
+impl FromRequestParts<AppState> for SessionUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match session_of(state, &parts.headers).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => {
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                Err(Redirect::to(&format!("/login?next={}", percent_encode(next))).into_response())
+            }
+            Err(e) => Err(PageError::from(e).into_response()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+            // A token that is present but wrong is refused, never ignored in favour
+            // of a cookie.
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(ApiError::unauthorized)?;
+            return match state.registry.user_by_token(token).await? {
+                Some(user) => Ok(ApiCaller { user }),
+                None => Err(ApiError::unauthorized()),
+            };
+        }
+        match session_of(state, &parts.headers).await? {
+            Some(s) => Ok(ApiCaller { user: s.user }),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and `/` (for `next=`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A local path to go to after login; anything else (another site, `//host`,
+/// `/\host`) becomes `/`.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.chars().any(|c| c.is_control()) =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+/// `GET /login`: the login form.
+pub async fn login_page(Query(q): Query<HashMap<String, String>>) -> Response {
+    let next = safe_next(q.get("next").map(String::as_str));
+    login::page(&next, None).into_response()
+}
+
+/// `POST /login`: checks the password, opens a session, sets the cookie.
+pub async fn login(
+    State(state): State<AppState>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let next = safe_next(form.get("next").map(String::as_str));
+    let name = form.get("username").map(|s| s.trim()).unwrap_or("");
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    let refused = |msg: &str| (StatusCode::UNAUTHORIZED, login::page(&next, Some(msg)));
+    if name.is_empty() || password.is_empty() {
+        return refused("Saisissez votre identifiant et votre mot de passe.").into_response();
+    }
+    let user = match state.registry.verify_password(name, password).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            tracing::info!(user = name, "login refused");
+            return refused("Identifiant ou mot de passe incorrect.").into_response();
+        }
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let ttl_ms = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    let session = match state.registry.create_session(user.id, ttl_ms).await {
+        Ok(s) => s,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    tracing::info!(user = %user.name, "login");
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        session.token,
+        state.session_ttl.as_secs()
+    );
+    let mut res = Redirect::to(&next).into_response();
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => {
+            res.headers_mut().insert(header::SET_COOKIE, v);
+            res
+        }
+        Err(e) => PageError::internal("building the session cookie", &e).into_response(),
+    }
+}
+
+/// `POST /logout`: ends the session (CSRF-checked) and clears the cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    session: SessionUser,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    session.check_csrf(form.get("csrf_token").map(String::as_str))?;
+    state
+        .registry
+        .delete_session(&session.session_token)
+        .await?;
+    let mut res = Redirect::to("/login").into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("vigie_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(res)
+}
+
+/// Why a request is cross-site, if it is: `Sec-Fetch-Site` other than `same-origin`
+/// or `none`, or an `Origin` whose host is not the `Host` the request was sent to.
+fn cross_site_reason(headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
+            return Some("Sec-Fetch-Site");
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        match (origin_host, host) {
+            (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => {}
+            _ => return Some("Origin"),
+        }
+    }
+    None
+}
+
+/// Middleware: refuses a non-GET/HEAD request sent from another site (403).
+pub async fn refuse_cross_site(req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Some(header) = cross_site_reason(req.headers()) {
+            tracing::warn!(method = %req.method(), path = req.uri().path(), header, "cross-site request refused");
+            if req.uri().path().starts_with("/api/") {
+                return ApiError::forbidden(&format!("cross-site request refused ({header})"))
+                    .into_response();
+            }
+            return PageError {
+                status: StatusCode::FORBIDDEN,
+                message: "Requête refusée : elle vient d'un autre site.".into(),
+            }
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn next_never_leaves_the_site() {
+        assert_eq!(safe_next(Some("/buildings/x?a=1")), "/buildings/x?a=1");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil",
+            "evil",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn same_origin_requests_pass_and_cross_site_ones_are_named() {
+        let same = headers(&[
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:8080"),
+        ]);
+        assert_eq!(cross_site_reason(&same), None);
+        let none = headers(&[("host", "127.0.0.1:8080")]);
+        assert_eq!(cross_site_reason(&none), None);
+        let other = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8080"),
+        ]);
+        assert_eq!(cross_site_reason(&other), Some("Origin"));
+        let null = headers(&[("origin", "null"), ("host", "127.0.0.1:8080")]);
+        assert_eq!(cross_site_reason(&null), Some("Origin"));
+        let fetch = headers(&[("sec-fetch-site", "cross-site")]);
+        assert_eq!(cross_site_reason(&fetch), Some("Sec-Fetch-Site"));
+        let fetch_same = headers(&[("sec-fetch-site", "same-origin")]);
+        assert_eq!(cross_site_reason(&fetch_same), None);
+    }
+
+    #[test]
+    fn cookies_are_found_among_several() {
+        let h = headers(&[("cookie", "a=1; vigie_session=abc ; b=2")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert_eq!(percent_encode("/b?x=1&y"), "/b%3Fx%3D1%26y");
+    }
+}

@@ -1,0 +1,25 @@
+//! Server-rendered HTML pages (maud, French, no JavaScript): one file per page family,
+//! the shared frame in [`layout`].
+//!
+//! Every page takes a [`SessionUser`](crate::auth::SessionUser), so an anonymous
+//! visitor is redirected to the login page, and reads through `user.scope()`. maud
+//! escapes every interpolated value; this module must never use `PreEscaped` on
+//! anything but the embedded CSS and SVG drawn by [`crate::charts`].
+
+pub mod buildings;
+pub mod layout;
+pub mod login;
+pub mod quarantine;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::AppState;
+
+/// The pages' routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(buildings::list))
+        .route("/buildings/{id}", get(buildings::detail))
+        .route("/quarantine", get(quarantine::page))
+}
