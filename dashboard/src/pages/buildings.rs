@@ -236,7 +236,7 @@ fn rooms_section(rooms: &[RoomReading]) -> Markup {
                         tr {
                             td { (r.room) }
                             @match r.co2_ppm {
-                                Some(ppm) => td.num class=(co2_class(ppm)) { (opt(Some(ppm), 0, "ppm")) },
+                                Some(ppm) => td class={ "num " (co2_class(ppm)) } { (opt(Some(ppm), 0, "ppm")) },
                                 None => td.num { "—" },
                             }
                             td.num { (opt(r.temperature_c, 1, "°C")) }
