@@ -313,7 +313,7 @@ impl DeviceModel {
     fn humidity_pct(&self, lt: &LocalTime, co2: f64) -> f64 {
         let season = Weather::seasonal_c(lt.day_of_year);
         let occupants = ((co2 - OUTDOOR_CO2_PPM) / 1000.0).clamp(0.0, 1.0);
-        let h = 32.0 + 1.1 * season + 6.0 * occupants + 2.0 * noise(self.key, lt.ts.millis(), 4);
+        let h = 31.0 + 1.0 * season + 6.0 * occupants + 2.0 * noise(self.key, lt.ts.millis(), 4);
         h.clamp(35.0, 60.0)
     }
 }

@@ -1,0 +1,5 @@
+//! Tests of the simulator through its public API: the physical model's properties and
+//! the whole publishing path against a real embedded broker (rumqttd).
+
+mod broker;
+mod model;
