@@ -6,6 +6,7 @@
 //! negative counter step: a negative step is a reset or a meter swap.
 
 mod aggregate;
+pub mod remote;
 mod rollup;
 mod sqlite;
 
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use aggregate::{aggregate_points, consumption_steps};
+pub use remote::{Dialect, RemoteStore, SeriesLabeler, SeriesTags, StaticLabels};
 pub use sqlite::SqliteStore;
 
 use crate::db::DbError;

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use chrono::{NaiveDate, TimeZone};
+use vigie_core::config::TsdbConfig;
 use vigie_core::db::Db;
-use vigie_core::store::{Sample, SqliteStore};
+use vigie_core::store::{RemoteStore, Sample, SqliteStore, StaticLabels, TimeSeriesStore};
 use vigie_core::time::PARIS;
 use vigie_core::{SeriesId, Timestamp};
 
@@ -49,4 +50,28 @@ pub(crate) fn close(a: Option<f64>, b: Option<f64>) -> bool {
         (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
         _ => false,
     }
+}
+
+/// Serialises the tests that share one VictoriaMetrics (they compare global counts).
+pub(crate) static VM_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A series-id base no earlier run against a shared server used.
+pub(crate) fn fresh_base() -> i64 {
+    (Timestamp::now().0 % 1_000_000_000) * 1_000
+}
+
+/// A remote store on the VictoriaMetrics named by `VIGIE_TEST_VICTORIAMETRICS_URL`,
+/// or `None` when the variable is unset.
+pub(crate) fn vm_store(dialect: &str) -> Option<(String, Arc<dyn TimeSeriesStore>)> {
+    let url = std::env::var("VIGIE_TEST_VICTORIAMETRICS_URL").ok()?;
+    let url = url.trim_end_matches('/').to_string();
+    let config = TsdbConfig {
+        url: url.clone(),
+        token: String::new(),
+        org: "vigie".into(),
+        bucket: "vigie".into(),
+        dialect: dialect.into(),
+    };
+    let store = RemoteStore::new(&config, Arc::new(StaticLabels::default())).expect("remote store");
+    Some((url, Arc::new(store)))
 }

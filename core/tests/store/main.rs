@@ -2,4 +2,6 @@
 //! module per concern. Every test uses a real SQLite file in a temporary directory.
 
 mod common;
+mod contract;
+mod flux;
 mod rollups;

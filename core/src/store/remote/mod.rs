@@ -1,0 +1,372 @@
+//! The remote time-series backend: writes through the InfluxDB v2 write API, reads in
+//! the Flux dialect (InfluxDB 2.x, Cloud) or the Prometheus dialect (VictoriaMetrics).
+//!
+//! Writes go through the `influxdb2` crate as line protocol at millisecond precision:
+//! measurement = quantity name, field `value`, tags `series`, `device`, `building`,
+//! `member` (from a [`SeriesLabeler`]). VictoriaMetrics stores them as the series
+//! `<quantity>_value{series="42",…}`. Reads select by the `series` tag only, so a
+//! series keeps its history when its device moves. Aggregates fetch the raw points
+//! (and the last one before the range) and run the reference computation
+//! ([`super::aggregate_points`]), so both backends answer the same numbers, DST
+//! included. Idempotency is the server's: InfluxDB overwrites a point with the same
+//! series and time; VictoriaMetrics needs `-dedup.minScrapeInterval=1ms`. Retention is
+//! the server's (bucket retention, `-retentionPeriod`): [`TimeSeriesStore::retain`]
+//! deletes nothing here. This module must never log the token.
+
+mod flux;
+mod labels;
+mod prom;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use flux::parse_annotated_csv;
+pub use labels::{SeriesLabeler, SeriesTags, StaticLabels, write_line};
+
+use super::{
+    AggregateQuery, Aggregation, BucketValue, Point, Sample, StoreError, TimeSeriesStore,
+    WriteReport,
+};
+use crate::config::TsdbConfig;
+use crate::ids::SeriesId;
+use crate::time::Timestamp;
+
+/// How the remote store is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Flux over `/api/v2/query` (InfluxDB 2.x, InfluxDB Cloud).
+    Flux,
+    /// The Prometheus query API and `/api/v1/export` (VictoriaMetrics).
+    Prometheus,
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "flux" => Ok(Dialect::Flux),
+            "prometheus" | "" => Ok(Dialect::Prometheus),
+            other => Err(StoreError::InvalidQuery(format!(
+                "tsdb.dialect (VIGIE_TSDB_DIALECT) is {other:?}: expected flux or prometheus"
+            ))),
+        }
+    }
+}
+
+/// A store on an InfluxDB v2 compatible server.
+pub struct RemoteStore {
+    base: String,
+    org: String,
+    bucket: String,
+    token: String,
+    dialect: Dialect,
+    writer: influxdb2::Client,
+    http: reqwest::Client,
+    labels: Arc<dyn SeriesLabeler>,
+    tags: RwLock<HashMap<SeriesId, Arc<SeriesTags>>>,
+}
+
+impl std::fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteStore")
+            .field("url", &self.base)
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteStore {
+    /// A store on `config.url`, reading in `config.dialect`, tagging with `labels`.
+    pub fn new(
+        config: &TsdbConfig,
+        labels: Arc<dyn SeriesLabeler>,
+    ) -> Result<RemoteStore, StoreError> {
+        let dialect: Dialect = config.dialect.parse()?;
+        let base = config.url.trim_end_matches('/').to_string();
+        let bad = |message: String| StoreError::Remote {
+            url: base.clone(),
+            message,
+        };
+        // `influxdb2::ClientBuilder::new` panics on a bad URL: check it first.
+        let parsed = reqwest::Url::parse(&base)
+            .map_err(|e| bad(format!("tsdb.url (VIGIE_TSDB_URL) is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad("tsdb.url (VIGIE_TSDB_URL) must be http or https".into()));
+        }
+        let writer =
+            influxdb2::ClientBuilder::new(base.clone(), config.org.clone(), config.token.clone())
+                .build()
+                .map_err(|e| bad(format!("cannot build the write client: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
+        Ok(RemoteStore {
+            base,
+            org: config.org.clone(),
+            bucket: config.bucket.clone(),
+            token: config.token.clone(),
+            dialect,
+            writer,
+            http,
+            labels,
+            tags: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The read dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    fn err(&self, message: impl Into<String>) -> StoreError {
+        StoreError::Remote {
+            url: self.base.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Tags of every series in `samples`, asking the labeler for unknown ones.
+    async fn tags_for(
+        &self,
+        samples: &[Sample],
+    ) -> Result<HashMap<SeriesId, Arc<SeriesTags>>, StoreError> {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.tags.read() {
+            for s in samples {
+                match cache.get(&s.series) {
+                    Some(t) => {
+                        out.insert(s.series, t.clone());
+                    }
+                    None if !out.contains_key(&s.series) && !missing.contains(&s.series) => {
+                        missing.push(s.series)
+                    }
+                    None => {}
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let found = self.labels.tags(&missing).await?;
+            let mut cache = self
+                .tags
+                .write()
+                .map_err(|_| self.err("tag cache poisoned"))?;
+            for t in found {
+                cache.insert(t.series, Arc::new(t));
+            }
+            for s in missing {
+                let t = cache
+                    .entry(s)
+                    .or_insert_with(|| {
+                        tracing::warn!(
+                            series = s.0,
+                            "series has no labels in the registry; writing it with its id only"
+                        );
+                        Arc::new(SeriesTags::bare(s))
+                    })
+                    .clone();
+                out.insert(s, t);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_text(&self, path: &str, form: &[(&str, String)]) -> Result<String, StoreError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.post(&url).form(form);
+        if !self.token.is_empty() {
+            req = req.header("Authorization", format!("Token {}", self.token));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("{path}: {e}")))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| self.err(format!("{path}: {e}")))?;
+        if !status.is_success() {
+            return Err(self.err(format!(
+                "{path}: HTTP {status}: {}",
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        Ok(body)
+    }
+
+    async fn flux(&self, query: String) -> Result<String, StoreError> {
+        let url = format!("{}/api/v2/query", self.base);
+        let body = serde_json::json!({
+            "query": query,
+            "type": "flux",
+            "dialect": {"header": true, "annotations": ["datatype", "group", "default"]},
+        });
+        let mut req = self
+            .http
+            .post(&url)
+            .query(&[("org", self.org.as_str())])
+            .header("Accept", "application/csv")
+            .json(&body);
+        if !self.token.is_empty() {
+            req = req.header("Authorization", format!("Token {}", self.token));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("/api/v2/query: {e}")))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| self.err(format!("/api/v2/query: {e}")))?;
+        if !status.is_success() {
+            return Err(self.err(format!(
+                "/api/v2/query: HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        Ok(text)
+    }
+
+    /// The value of the last sample of `series` strictly before `before`, if any.
+    async fn last_before(
+        &self,
+        series: SeriesId,
+        before: Timestamp,
+    ) -> Result<Option<f64>, StoreError> {
+        match self.dialect {
+            Dialect::Prometheus => prom::last_before(self, series, before).await,
+            Dialect::Flux => flux::last_before(self, series, before).await,
+        }
+    }
+}
+
+#[async_trait]
+impl TimeSeriesStore for RemoteStore {
+    /// Writes through the InfluxDB v2 write API. The server decides duplicates, so the
+    /// report counts every sample as inserted.
+    async fn write(&self, samples: &[Sample]) -> Result<WriteReport, StoreError> {
+        if samples.is_empty() {
+            return Ok(WriteReport::default());
+        }
+        let tags = self.tags_for(samples).await?;
+        let mut body = String::with_capacity(samples.len() * 96);
+        for s in samples {
+            let t = tags
+                .get(&s.series)
+                .ok_or_else(|| self.err("tag lookup lost a series"))?;
+            write_line(&mut body, t, s)?;
+        }
+        self.writer
+            .write_line_protocol_with_precision(
+                &self.org,
+                &self.bucket,
+                body,
+                influxdb2::api::write::TimestampPrecision::Milliseconds,
+            )
+            .await
+            .map_err(|e| self.err(format!("write: {e}")))?;
+        Ok(WriteReport {
+            inserted: samples.len() as u64,
+            duplicates: 0,
+        })
+    }
+
+    async fn range(
+        &self,
+        series: SeriesId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Point>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        match self.dialect {
+            Dialect::Prometheus => prom::range(self, series, from, to).await,
+            Dialect::Flux => flux::range(self, series, from, to).await,
+        }
+    }
+
+    async fn latest(&self, series: &[SeriesId]) -> Result<Vec<(SeriesId, Point)>, StoreError> {
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(series.len());
+        // Bounded request sizes: a regex or set of a few thousand ids per query.
+        for chunk in series.chunks(2_000) {
+            match self.dialect {
+                Dialect::Prometheus => out.extend(prom::latest(self, chunk).await?),
+                Dialect::Flux => out.extend(flux::latest(self, chunk).await?),
+            }
+        }
+        let order: HashMap<SeriesId, usize> =
+            series.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        out.sort_by_key(|(s, _)| order.get(s).copied().unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<BucketValue>, StoreError> {
+        let (Some(first), Some(last)) = (query.periods.first(), query.periods.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut all = Vec::with_capacity(query.series.len());
+        for &s in &query.series {
+            let mut pts = Vec::new();
+            if query.aggregation == Aggregation::Consumption
+                && let Some(v) = self.last_before(s, first.start).await?
+            {
+                // Only its value matters: its step lands on the first sample.
+                pts.push(Point {
+                    ts: first.start.plus_millis(-1),
+                    value: v,
+                });
+            }
+            pts.extend(self.range(s, first.start, last.end).await?);
+            all.push(pts);
+        }
+        Ok(super::aggregate_points(
+            &all,
+            query.aggregation,
+            &query.periods,
+        ))
+    }
+
+    /// The server's retention applies; nothing is deleted from here.
+    async fn retain(&self, _before: Timestamp) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        match self.dialect {
+            Dialect::Prometheus => prom::count(self).await,
+            Dialect::Flux => flux::count(self).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let url = format!("{}/health", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.err(format!("/health: {e}")))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.err(format!("/health: HTTP {}", resp.status())))
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Prometheus => "victoriametrics",
+            Dialect::Flux => "influxdb",
+        }
+    }
+}
