@@ -244,10 +244,10 @@ pub async fn logout(
 /// Why a request is cross-site, if it is: `Sec-Fetch-Site` other than `same-origin`
 /// or `none`, or an `Origin` whose host is not the `Host` the request was sent to.
 fn cross_site_reason(headers: &HeaderMap) -> Option<&'static str> {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
-            return Some("Sec-Fetch-Site");
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return Some("Sec-Fetch-Site");
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
@@ -266,19 +266,19 @@ fn cross_site_reason(headers: &HeaderMap) -> Option<&'static str> {
 
 /// Middleware: refuses a non-GET/HEAD request sent from another site (403).
 pub async fn refuse_cross_site(req: Request, next: Next) -> Response {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        if let Some(header) = cross_site_reason(req.headers()) {
-            tracing::warn!(method = %req.method(), path = req.uri().path(), header, "cross-site request refused");
-            if req.uri().path().starts_with("/api/") {
-                return ApiError::forbidden(&format!("cross-site request refused ({header})"))
-                    .into_response();
-            }
-            return PageError {
-                status: StatusCode::FORBIDDEN,
-                message: "Requête refusée : elle vient d'un autre site.".into(),
-            }
-            .into_response();
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Some(header) = cross_site_reason(req.headers())
+    {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), header, "cross-site request refused");
+        if req.uri().path().starts_with("/api/") {
+            return ApiError::forbidden(&format!("cross-site request refused ({header})"))
+                .into_response();
         }
+        return PageError {
+            status: StatusCode::FORBIDDEN,
+            message: "Requête refusée : elle vient d'un autre site.".into(),
+        }
+        .into_response();
     }
     next.run(req).await
 }
