@@ -1,1 +1,26 @@
-//! placeholder
+//! vigie's ingest: the embedded MQTT broker, payload decoders and the batch writer.
+//!
+//! - [`EmbeddedBroker`]: rumqttd in-process, the zero-setup default (no persistence,
+//!   no shutdown call, no topic ACLs: see [`broker`]).
+//! - [`decode`]: from topic and untrusted bytes to [`Reading`]s and [`Problem`]s, one
+//!   file per payload format.
+//! - [`run`]: the pipeline. A persistent QoS 1 session with manual acks; batches are
+//!   committed to the time-series store in one idempotent transaction and only then
+//!   acknowledged; what cannot be used goes to quarantine with its reason.
+//!
+//! This crate must never acknowledge a message before it is committed, never panic on
+//! input and never drop a message silently. See `ingest/DESIGN.md`.
+
+pub mod broker;
+pub mod decode;
+mod error;
+mod options;
+mod pipeline;
+
+pub use broker::EmbeddedBroker;
+pub use decode::{
+    DecodeContext, Decoded, Decoder, Decoders, MessageKind, NativeDecoder, Problem, Reading, Route,
+};
+pub use error::IngestError;
+pub use options::{DEFAULT_MQTT_PORT, IngestOptions, default_topics, parse_mqtt_url};
+pub use pipeline::{run, run_with_decoders};

@@ -1,0 +1,210 @@
+//! The embedded MQTT broker: rumqttd, in-process, for the zero-setup default.
+//!
+//! [`EmbeddedBroker::start`] configures rumqttd (MQTT 3.1.1 listener, 10,000
+//! connections, payloads up to the configured size, persistent sessions), runs it on its
+//! own thread and returns once the port accepts TCP connections.
+//!
+//! What it does not do, and must never be documented as doing:
+//! - **No persistence.** Sessions, retained messages and in-flight QoS 1 messages live
+//!   in memory only: they are lost when the process ends. A message a device got a
+//!   PUBACK for, but that ingest had not committed yet, is lost on a crash or restart.
+//!   Durability across restarts needs an external broker (mosquitto with
+//!   `persistence true`).
+//! - **No shutdown.** rumqttd has no stop call: the broker runs until the process
+//!   exits. Dropping [`EmbeddedBroker`] does not stop it.
+//! - **Bounded memory, bounded lag.** Each subscription filter keeps a log of
+//!   [`SEGMENT_COUNT`] in-memory segments; a subscriber lagging behind by more than that
+//!   loses the oldest messages. The broker sends at most 100 unacknowledged QoS 1
+//!   messages to one subscriber (a rumqttd constant).
+//! - **No topic ACLs**, no TLS, no websockets (built without those features).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::error::IngestError;
+
+/// Most simultaneous client connections.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// In-memory log segments kept per subscription filter.
+pub const SEGMENT_COUNT: usize = 32;
+/// Smallest size of one log segment (grown to the largest payload when that is larger).
+pub const MIN_SEGMENT_BYTES: usize = 8 << 20;
+/// Room for the topic and headers around the largest payload.
+const PACKET_OVERHEAD: usize = 64 << 10;
+/// How long `start` waits for the port to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running embedded broker.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    _thread: thread::JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd on `listen` and returns once it accepts connections.
+    ///
+    /// Port 0 picks a free port (found by binding and releasing it just before the
+    /// broker binds it; [`EmbeddedBroker::addr`] tells which). Fails with a message
+    /// naming the address when it cannot be bound (already in use, no permission).
+    pub fn start(
+        listen: SocketAddr,
+        max_payload_bytes: usize,
+    ) -> Result<EmbeddedBroker, IngestError> {
+        // rumqttd only logs a failed bind from its own thread: try it first, here, to
+        // give the caller a real error.
+        let probe = TcpListener::bind(listen).map_err(|source| IngestError::BrokerBind {
+            addr: listen,
+            source,
+        })?;
+        let addr = probe
+            .local_addr()
+            .map_err(|source| IngestError::BrokerBind {
+                addr: listen,
+                source,
+            })?;
+        drop(probe);
+
+        let config = broker_config(addr, max_payload_bytes);
+        let (done_tx, done_rx) = mpsc::channel::<String>();
+        let thread = thread::Builder::new()
+            .name("vigie-mqtt-broker".into())
+            .spawn(move || {
+                let mut broker = Broker::new(config);
+                // Blocks for as long as the listener runs, i.e. the process's life.
+                let outcome = match broker.start() {
+                    Ok(()) => "the listener stopped (see the log: address in use?)".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let _ = done_tx.send(outcome);
+            })
+            .map_err(|e| IngestError::BrokerStart {
+                addr,
+                reason: format!("cannot spawn the broker thread: {e}"),
+            })?;
+
+        let target = connect_target(addr);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(reason) = done_rx.try_recv() {
+                return Err(IngestError::BrokerStart { addr, reason });
+            }
+            if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+                return Ok(EmbeddedBroker {
+                    addr,
+                    _thread: thread,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(IngestError::BrokerStart {
+                    addr,
+                    reason: format!("not accepting connections after {START_TIMEOUT:?}"),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address the broker listens on (the real port when 0 was asked).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where a client on this machine connects: the listen address, with a wildcard
+    /// IP replaced by loopback.
+    pub fn client_addr(&self) -> SocketAddr {
+        connect_target(self.addr)
+    }
+
+    /// `mqtt://host:port` for clients on this machine.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.client_addr())
+    }
+}
+
+fn connect_target(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// The rumqttd configuration vigie runs with.
+fn broker_config(addr: SocketAddr, max_payload_bytes: usize) -> Config {
+    let max_packet = max_payload_bytes.saturating_add(PACKET_OVERHEAD);
+    let router = RouterConfig {
+        // A little headroom above the advertised figure for vigie's own clients.
+        max_connections: MAX_CONNECTIONS + 16,
+        // QoS 0 read size per sweep; QoS 1 is bounded by the in-flight window.
+        max_outgoing_packet_count: 200,
+        max_segment_size: MIN_SEGMENT_BYTES.max(max_packet),
+        max_segment_count: SEGMENT_COUNT,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let connections = ConnectionSettings {
+        // u16 milliseconds: the time a new TCP connection has to send CONNECT.
+        connection_timeout_ms: 60_000,
+        max_payload_size: max_packet,
+        // Packets read from one connection before they go to the router.
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: false,
+    };
+    let server = ServerSettings {
+        name: "vigie-v4".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_a_clear_error_naming_the_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = EmbeddedBroker::start(addr, 1024).unwrap_err().to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn the_broker_accepts_connections_when_start_returns() {
+        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        assert_ne!(b.addr().port(), 0);
+        TcpStream::connect(b.client_addr()).unwrap();
+        assert!(b.url().starts_with("mqtt://127.0.0.1:"));
+    }
+
+    #[test]
+    fn payload_limits_leave_room_for_the_topic() {
+        let c = broker_config("127.0.0.1:1".parse().unwrap(), 1 << 20);
+        let v4 = c.v4.unwrap();
+        let s = v4.values().next().unwrap();
+        assert!(s.connections.max_payload_size > 1 << 20);
+        assert!(c.router.max_connections >= MAX_CONNECTIONS);
+    }
+}

@@ -1,0 +1,245 @@
+//! End to end through ingest: publish at QoS 1, read back from the store.
+
+use std::time::Duration;
+
+use vigie_core::registry::QuarantineReason;
+use vigie_core::{DeviceId, Quantity, Timestamp};
+
+use crate::harness::{Harness, telemetry, wait_for};
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_published_at_qos1_are_stored_and_visible_as_latest() {
+    let mut h = Harness::start().await;
+    h.publish(&[
+        telemetry(
+            "elec-01",
+            r#"{"ts":"2026-11-29T10:15:00Z","values":{"electricity_kwh":12345.6,"power_w":830}}"#,
+        ),
+        telemetry(
+            "elec-01",
+            r#"[{"ts":"2026-11-29T10:20:00Z","values":{"electricity_kwh":12346.0}},
+                {"ts":1795947900000,"values":{"electricity_kwh":12346.4}}]"#,
+        ),
+        telemetry("aq-01", r#"{"values":{"co2_ppm":812}}"#),
+    ])
+    .await;
+    wait_for("5 samples stored", || async { h.count().await == 5 }).await;
+
+    let elec = h.latest("elec-01", Quantity::ElectricityKwh).await.unwrap();
+    assert_eq!((elec.ts, elec.value), (ts("2026-11-29T10:25:00Z"), 12346.4));
+    let power = h.latest("elec-01", Quantity::PowerW).await.unwrap();
+    assert_eq!(power.value, 830.0);
+    let co2 = h.latest("aq-01", Quantity::Co2Ppm).await.unwrap();
+    assert_eq!(co2.value, 812.0);
+
+    wait_for("all 3 messages acked", || async {
+        h.metric(|m| &m.messages_acked) == 3
+    })
+    .await;
+    assert_eq!(h.metric(|m| &m.samples_written), 5);
+    let device = h
+        .registry
+        .device_for_ingest_blocking(&DeviceId::new("aq-01").unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(device.last_seen.is_some(), "last_seen recorded");
+    h.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_quarantined_with_its_reason_and_good_samples_around_it_are_stored() {
+    let mut h = Harness::start().await;
+    h.publish(&[
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:00:00Z","values":{"co2_ppm":500}}"#,
+        ),
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:01:00Z","values":{"co2_ppm":"#,
+        ),
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:02:00Z","values":{"co2":1,"temperature_c":21.5}}"#,
+        ),
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:03:00Z","values":{"humidity_pct":"wet"}}"#,
+        ),
+        telemetry(
+            "ghost-99",
+            r#"{"ts":"2026-11-29T10:04:00Z","values":{"co2_ppm":650}}"#,
+        ),
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:05:00Z","values":{"co2_ppm":700}}"#,
+        ),
+    ])
+    .await;
+    wait_for("6 messages committed and acked", || async {
+        h.metric(|m| &m.messages_acked) == 6
+    })
+    .await;
+
+    let q = h.registry.quarantined(100).await.unwrap();
+    let reason_of = |needle: &str| {
+        q.iter()
+            .find(|e| e.payload.contains(needle) || e.topic.contains(needle))
+            .map(|e| e.reason)
+    };
+    assert_eq!(reason_of("10:01:00"), Some(QuarantineReason::Malformed));
+    assert_eq!(
+        reason_of("\"co2\":1"),
+        Some(QuarantineReason::UnknownQuantity)
+    );
+    assert_eq!(reason_of("wet"), Some(QuarantineReason::NonNumeric));
+    assert_eq!(reason_of("ghost-99"), Some(QuarantineReason::UnknownDevice));
+    assert_eq!(q.len(), 4, "{q:#?}");
+    for reason in [
+        QuarantineReason::Malformed,
+        QuarantineReason::UnknownQuantity,
+        QuarantineReason::NonNumeric,
+        QuarantineReason::UnknownDevice,
+    ] {
+        assert_eq!(h.metrics.quarantined_count(reason), 1, "{reason:?}");
+    }
+
+    // The good samples around the bad ones, including the good value of a mixed message.
+    assert_eq!(h.count().await, 3);
+    let t = h.latest("aq-01", Quantity::TemperatureC).await.unwrap();
+    assert_eq!((t.ts, t.value), (ts("2026-11-29T10:02:00Z"), 21.5));
+    let co2 = h.latest("aq-01", Quantity::Co2Ppm).await.unwrap();
+    assert_eq!((co2.ts, co2.value), (ts("2026-11-29T10:05:00Z"), 700.0));
+
+    // Still running, still ingesting.
+    assert!(h.is_running());
+    h.publish(&[telemetry(
+        "aq-01",
+        r#"{"ts":"2026-11-29T10:06:00Z","values":{"co2_ppm":710}}"#,
+    )])
+    .await;
+    wait_for("a later sample stored", || async { h.count().await == 4 }).await;
+    h.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_published_twice_is_stored_once() {
+    let mut h = Harness::start().await;
+    let msg = telemetry(
+        "elec-01",
+        r#"{"ts":"2026-11-29T10:15:00Z","values":{"electricity_kwh":42.5}}"#,
+    );
+    h.publish(std::slice::from_ref(&msg)).await;
+    h.publish(&[msg]).await;
+    wait_for("both copies acked", || async {
+        h.metric(|m| &m.messages_acked) == 2
+    })
+    .await;
+    assert_eq!(h.count().await, 1);
+    assert_eq!(h.metric(|m| &m.samples_written), 1);
+    assert_eq!(h.metric(|m| &m.samples_duplicate), 1);
+    h.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_and_acks_the_pending_batch() {
+    // A batch that would wait a minute before committing on its own.
+    let mut h = Harness::start_with(|o| {
+        o.batch_linger = Duration::from_secs(60);
+        o.batch_idle = Duration::from_secs(60);
+        o.batch_max_messages = 1000;
+    })
+    .await;
+    let msgs: Vec<_> = (0..20)
+        .map(|i| {
+            telemetry(
+                "aq-01",
+                &format!(
+                    r#"{{"ts":{},"values":{{"co2_ppm":{}}}}}"#,
+                    1_764_410_000_000i64 + i * 60_000,
+                    400 + i
+                ),
+            )
+        })
+        .collect();
+    h.publish(&msgs).await;
+    wait_for("20 messages received by ingest", || async {
+        h.metric(|m| &m.messages_received) == 20
+    })
+    .await;
+    assert_eq!(h.count().await, 0, "nothing committed before shutdown");
+
+    h.stop().await.expect("clean stop");
+    assert_eq!(h.count().await, 20);
+    assert_eq!(h.metric(|m| &m.messages_acked), 20);
+    assert_eq!(h.metric(|m| &m.consumer_lag), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_message_sets_the_device_online_or_offline() {
+    let mut h = Harness::start().await;
+    h.publish(&[("vigie/aq-01/status".to_string(), b"offline".to_vec())])
+        .await;
+    let id = DeviceId::new("aq-01").unwrap();
+    wait_for("status recorded", || async {
+        h.registry
+            .device_for_ingest_blocking(&id)
+            .unwrap()
+            .unwrap()
+            .online
+            == Some(false)
+    })
+    .await;
+    h.publish(&[("vigie/aq-01/status".to_string(), b"online".to_vec())])
+        .await;
+    wait_for("status back online", || async {
+        h.registry
+            .device_for_ingest_blocking(&id)
+            .unwrap()
+            .unwrap()
+            .online
+            == Some(true)
+    })
+    .await;
+    h.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_qos1_samples_are_stored_exactly_once_even_when_published_twice() {
+    let mut h = Harness::start().await;
+    let msgs: Vec<_> = (0..10_000i64)
+        .map(|i| {
+            telemetry(
+                "elec-01",
+                &format!(
+                    r#"{{"ts":{},"values":{{"electricity_kwh":{}}}}}"#,
+                    1_760_000_000_000i64 + i * 1000,
+                    1000.0 + i as f64 * 0.01
+                ),
+            )
+        })
+        .collect();
+    h.publish(&msgs).await;
+    wait_for("10,000 samples stored", || async {
+        h.count().await >= 10_000
+    })
+    .await;
+    wait_for("10,000 acked", || async {
+        h.metric(|m| &m.messages_acked) == 10_000
+    })
+    .await;
+    assert_eq!(h.count().await, 10_000);
+
+    h.publish(&msgs).await;
+    wait_for("20,000 acked", || async {
+        h.metric(|m| &m.messages_acked) == 20_000
+    })
+    .await;
+    assert_eq!(h.count().await, 10_000);
+    assert_eq!(h.metric(|m| &m.samples_duplicate), 10_000);
+    h.stop().await.expect("clean stop");
+}
