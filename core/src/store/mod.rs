@@ -6,6 +6,7 @@
 //! negative counter step: a negative step is a reset or a meter swap.
 
 mod aggregate;
+mod export;
 pub mod remote;
 mod rollup;
 mod sqlite;
@@ -14,6 +15,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use aggregate::{aggregate_points, consumption_steps};
+pub use export::{
+    ExportCursor, ExportError, ExportOptions, ExportProgress, ExportReport, export, export_csv,
+};
 pub use remote::{Dialect, RemoteStore, SeriesLabeler, SeriesTags, StaticLabels};
 pub use sqlite::SqliteStore;
 
@@ -153,6 +157,36 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
 
     /// Short name for logs and health (`sqlite`, `victoriametrics`…).
     fn name(&self) -> &'static str;
+
+    /// Every series with at least one raw sample, in id order (for exports). Backends
+    /// that cannot list series answer `InvalidQuery`.
+    async fn series_ids(&self) -> Result<Vec<SeriesId>, StoreError> {
+        Err(StoreError::InvalidQuery(format!(
+            "the {} backend cannot list its series",
+            self.name()
+        )))
+    }
+
+    /// Up to `limit` raw samples of `series` strictly after `after`, in time order: the
+    /// chunked read of exports.
+    async fn range_after(
+        &self,
+        series: SeriesId,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Point>, StoreError> {
+        let mut pts = self
+            .range(series, after.plus_millis(1), Timestamp(i64::MAX))
+            .await?;
+        pts.truncate(limit);
+        Ok(pts)
+    }
+
+    /// Makes written samples visible to reads (VictoriaMetrics buffers them for a
+    /// second or so); a no-op where writes are visible at once.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Convenience: daily or monthly buckets over local dates.

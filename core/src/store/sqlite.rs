@@ -265,4 +265,36 @@ impl TimeSeriesStore for SqliteStore {
     fn name(&self) -> &'static str {
         "sqlite"
     }
+
+    async fn series_ids(&self) -> Result<Vec<SeriesId>, StoreError> {
+        Ok(self
+            .db
+            .call(|c| Ok(series_ids(c)?.into_iter().map(SeriesId).collect()))
+            .await?)
+    }
+
+    async fn range_after(
+        &self,
+        series: SeriesId,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Point>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .db
+            .call(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts > ?2
+                     ORDER BY ts LIMIT ?3",
+                )?;
+                let rows = st.query_map(params![series.0, after.0, limit], |r| {
+                    Ok(Point {
+                        ts: Timestamp(r.get(0)?),
+                        value: r.get(1)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?)
+    }
 }

@@ -98,6 +98,7 @@ pub(crate) async fn contract(store: Arc<dyn TimeSeriesStore>, visibility: Visibi
     store.write(late).await.expect("write late");
     store.write(early).await.expect("redeliver");
     visibility.settle().await;
+    store.flush().await.expect("flush");
 
     // Idempotent: each (series, ts) stored once.
     let added = store.count().await.expect("count") - count_before;

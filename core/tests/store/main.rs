@@ -3,5 +3,6 @@
 
 mod common;
 mod contract;
+mod export;
 mod flux;
 mod rollups;

@@ -363,6 +363,18 @@ impl TimeSeriesStore for RemoteStore {
         }
     }
 
+    async fn flush(&self) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Prometheus {
+            // VictoriaMetrics single node; a cluster's vminsert has no such endpoint,
+            // and there samples simply become visible a little later.
+            let url = format!("{}/internal/force_flush", self.base);
+            if let Err(e) = self.http.get(&url).send().await {
+                tracing::debug!(error = %e, "force_flush failed");
+            }
+        }
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         match self.dialect {
             Dialect::Prometheus => "victoriametrics",

@@ -98,6 +98,11 @@ pub(super) async fn range(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<Point>, StoreError> {
+    // VictoriaMetrics answers nothing for instants it cannot represent.
+    let (from, to) = (from.max(Timestamp(0)), to.min(horizon()));
+    if to <= from {
+        return Ok(Vec::new());
+    }
     let body = store
         .get_text(
             "/api/v1/export",
