@@ -126,7 +126,9 @@ fn draw_bars<DB: DrawingBackend>(
     let top = if max > 0.0 { max * 1.1 } else { 1.0 };
     let bottom = if min < 0.0 { min * 1.1 } else { 0.0 };
     let decimals = format::auto_decimals(top - bottom).min(1);
-    let n = bars.len().max(1) as i32;
+    // An integer range is inclusive in plotters: segments 0..=last, one per bar (at
+    // least two segments: a one-segment axis is degenerate).
+    let last = i32::try_from(bars.len().max(2) - 1).unwrap_or(i32::MAX);
     let step = bars.len().div_ceil(12).max(1);
 
     let mut chart = ChartBuilder::on(root)
@@ -134,7 +136,7 @@ fn draw_bars<DB: DrawingBackend>(
         .margin(10)
         .x_label_area_size(28)
         .y_label_area_size(70)
-        .build_cartesian_2d((0..n).into_segmented(), bottom..top)
+        .build_cartesian_2d((0..last).into_segmented(), bottom..top)
         .map_err(e)?;
     let label_of = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => usize::try_from(*i)

@@ -180,7 +180,7 @@ fn monthly_bars(c: &Consumption) -> Vec<(String, Option<f64>)> {
         .map(|(i, p)| {
             let d = time::local_date(p.start);
             let label = if i == 0 || d.month() == 1 {
-                format!("{} {}", format::month_abbr(d.month()), d.year())
+                format!("{} {:02}", format::month_abbr(d.month()), d.year() % 100)
             } else {
                 format::month_abbr(d.month()).to_string()
             };
