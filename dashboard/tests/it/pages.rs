@@ -75,6 +75,27 @@ async fn the_building_page_draws_consumption_bars_and_room_readings() {
 }
 
 #[tokio::test]
+async fn the_buildings_list_shows_member_area_and_last_data_time_in_paris() {
+    let app = TestApp::start().await;
+    let touched = vec![(
+        "mairie-a-elec".parse().expect("id"),
+        ts("2026-01-10T09:00:00Z"),
+    )];
+    let r = app.registry.clone();
+    tokio::task::spawn_blocking(move || r.touch_devices_blocking(&touched))
+        .await
+        .expect("join")
+        .expect("touch");
+    let cookie = app.login("alice").await;
+    let (status, html) = app.page(&cookie, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("href=\"/buildings/mairie-a\""));
+    assert!(html.contains("Commune d'Alpha"));
+    assert!(html.contains("1\u{202f}250\u{a0}m²"), "{html}");
+    assert!(html.contains("10/01/2026 10:00"), "{html}");
+}
+
+#[tokio::test]
 async fn another_members_building_page_is_not_found() {
     let app = TestApp::start().await;
     let cookie = app.login("alice").await;
