@@ -31,7 +31,7 @@ use crate::error::IngestError;
 /// Most simultaneous client connections.
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// In-memory log segments kept per subscription filter.
-pub const SEGMENT_COUNT: usize = 32;
+pub const SEGMENT_COUNT: usize = 16;
 /// Smallest size of one log segment (grown to the largest payload when that is larger).
 pub const MIN_SEGMENT_BYTES: usize = 8 << 20;
 /// Room for the topic and headers around the largest payload.

@@ -36,9 +36,11 @@ pub(crate) struct Harness {
     pub(crate) registry: Registry,
     pub(crate) store: Arc<SqliteStore>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Ingest's MQTT client id.
+    pub(crate) client_id: String,
     shutdown: Option<oneshot::Sender<()>>,
     ingest: Option<JoinHandle<Result<(), IngestError>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -59,6 +61,7 @@ impl Harness {
         let mut opts = IngestOptions::new("127.0.0.1", broker.addr().port());
         opts.client_id = unique("ingest");
         tune(&mut opts);
+        let client_id = opts.client_id.clone();
         let metrics = Arc::new(Metrics::new());
         let (tx, rx) = oneshot::channel::<()>();
         let ingest = tokio::spawn(vigie_ingest::run(
@@ -75,9 +78,10 @@ impl Harness {
             registry,
             store,
             metrics,
+            client_id,
             shutdown: Some(tx),
             ingest: Some(ingest),
-            _dir: dir,
+            dir,
         };
         let m = h.metrics.clone();
         wait_for("ingest subscribed", || {
@@ -98,6 +102,11 @@ impl Harness {
             .await
             .expect("ingest stops within the deadline")
             .expect("ingest task did not panic")
+    }
+
+    /// The SQLite file ingest writes to.
+    pub(crate) fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("vigie.db")
     }
 
     pub(crate) fn is_running(&self) -> bool {

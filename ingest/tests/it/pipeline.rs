@@ -243,3 +243,93 @@ async fn ten_thousand_qos1_samples_are_stored_exactly_once_even_when_published_t
     assert_eq!(h.metric(|m| &m.samples_duplicate), 10_000);
     h.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acked_while_the_store_cannot_commit_and_ingest_catches_up_by_itself() {
+    let mut h = Harness::start_with(|o| o.retry_max = Duration::from_millis(500)).await;
+    // Another process holds the write lock: every write waits, then fails (busy).
+    let locker = rusqlite::Connection::open(h.db_path()).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    h.publish(&[telemetry(
+        "aq-01",
+        r#"{"ts":"2026-11-29T10:00:00Z","values":{"co2_ppm":555}}"#,
+    )])
+    .await;
+    wait_for("the failed commit is visible", || async {
+        !h.metrics
+            .store_writable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    assert!(h.metric(|m| &m.batch_commit_failures) >= 1);
+    assert_eq!(h.metric(|m| &m.messages_acked), 0, "acked before commit");
+    assert_eq!(h.metric(|m| &m.consumer_lag), 1);
+    assert_eq!(h.count().await, 0);
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    wait_for("committed and acked after the store came back", || async {
+        h.metric(|m| &m.messages_acked) == 1
+    })
+    .await;
+    assert_eq!(h.count().await, 1);
+    assert!(
+        h.metrics
+            .store_writable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(h.metric(|m| &m.consumer_lag), 0);
+    h.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reconnects_after_losing_its_connection_and_keeps_ingesting() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    use std::sync::atomic::Ordering;
+
+    // A long backoff, so that the disconnected state is observable.
+    let mut h = Harness::start_with(|o| {
+        o.retry_min = Duration::from_secs(2);
+        o.retry_max = Duration::from_secs(2);
+    })
+    .await;
+    h.publish(&[telemetry(
+        "aq-01",
+        r#"{"ts":"2026-11-29T10:00:00Z","values":{"co2_ppm":501}}"#,
+    )])
+    .await;
+    wait_for("first sample stored", || async { h.count().await == 1 }).await;
+
+    // A client with ingest's id: the broker drops ingest's connection for it.
+    let mut o = MqttOptions::new(h.client_id.clone(), "127.0.0.1", h.broker.addr().port());
+    o.set_clean_session(false);
+    let (intruder, mut eventloop) = AsyncClient::new(o, 10);
+    loop {
+        let ev = tokio::time::timeout(crate::harness::DEADLINE, eventloop.poll())
+            .await
+            .expect("intruder connects in time")
+            .expect("intruder connection");
+        if let Event::Incoming(Packet::ConnAck(_)) = ev {
+            break;
+        }
+    }
+    wait_for("ingest notices it was disconnected", || async {
+        !h.metrics.mqtt_connected.load(Ordering::Relaxed)
+    })
+    .await;
+    drop((intruder, eventloop));
+
+    h.publish(&[telemetry(
+        "aq-01",
+        r#"{"ts":"2026-11-29T10:01:00Z","values":{"co2_ppm":502}}"#,
+    )])
+    .await;
+    wait_for("ingest is back and stored the later sample", || async {
+        h.count().await == 2
+    })
+    .await;
+    assert!(h.metrics.mqtt_connected.load(Ordering::Relaxed));
+    assert!(h.is_running());
+    h.stop().await.expect("clean stop");
+}
