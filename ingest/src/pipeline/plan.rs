@@ -96,6 +96,7 @@ impl Plan {
             .1 += n;
     }
 
+    /// Adds an entry; an oversized payload is kept truncated, whatever the reason.
     fn quarantine(
         &mut self,
         m: &DecodedMessage,
@@ -104,7 +105,12 @@ impl Plan {
         detail: String,
     ) {
         let full = &m.publish.payload;
-        let payload = if reason == QuarantineReason::TooLarge {
+        let oversized = m
+            .decoded
+            .problems
+            .iter()
+            .any(|p| p.reason == QuarantineReason::TooLarge);
+        let payload = if oversized {
             full[..TOO_LARGE_KEPT_BYTES.min(full.len())].to_vec()
         } else {
             full.to_vec()

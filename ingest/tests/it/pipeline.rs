@@ -333,3 +333,34 @@ async fn ingest_reconnects_after_losing_its_connection_and_keeps_ingesting() {
     assert!(h.is_running());
     h.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_is_quarantined_truncated_and_ingest_goes_on() {
+    let mut h = Harness::start_with(|o| o.max_payload_bytes = 10_000).await;
+    let big = format!(
+        r#"{{"values":{{"co2_ppm":500}},"pad":"{}"}}"#,
+        "x".repeat(50_000)
+    );
+    h.publish(&[
+        telemetry("aq-01", &big),
+        telemetry("ghost-1", &big),
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:00:00Z","values":{"co2_ppm":600}}"#,
+        ),
+    ])
+    .await;
+    wait_for("3 messages acked", || async {
+        h.metric(|m| &m.messages_acked) == 3
+    })
+    .await;
+    let q = h.registry.quarantined(10).await.unwrap();
+    assert_eq!(q.len(), 2, "{q:#?}");
+    assert!(
+        q.iter().all(|e| e.payload.len() <= 4096),
+        "payload kept whole"
+    );
+    assert!(q.iter().any(|e| e.reason == QuarantineReason::TooLarge));
+    assert_eq!(h.count().await, 1);
+    h.stop().await.expect("clean stop");
+}
