@@ -141,6 +141,26 @@ pub(super) async fn latest(
     store: &RemoteStore,
     series: &[SeriesId],
 ) -> Result<Vec<(SeriesId, Point)>, StoreError> {
+    // VictoriaMetrics refuses queries over 16 KiB (`-search.maxQueryLen`).
+    let mut out = Vec::with_capacity(series.len());
+    let mut start = 0;
+    while start < series.len() {
+        let mut end = start;
+        let mut len = 0;
+        while end < series.len() && (end == start || len < 7_000) {
+            len += series[end].0.to_string().len() + 1;
+            end += 1;
+        }
+        out.extend(latest_of(store, &series[start..end]).await?);
+        start = end;
+    }
+    Ok(out)
+}
+
+async fn latest_of(
+    store: &RemoteStore,
+    series: &[SeriesId],
+) -> Result<Vec<(SeriesId, Point)>, StoreError> {
     let sel = many(series);
     let at = horizon();
     let values = instant(store, format!("last_over_time({sel}[{ALL_HISTORY}])"), at).await?;
