@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "vigie", version, about = "Supervises public buildings and servers: MQTT ingest, time series, dashboard")]
+#[command(
+    name = "vigie",
+    version,
+    about = "Supervises public buildings and servers: MQTT ingest, time series, dashboard"
+)]
 struct Cli {
     /// Configuration file (default: the embedded config/vigie.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -48,8 +52,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -74,5 +79,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

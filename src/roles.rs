@@ -46,10 +46,15 @@ pub(crate) struct SimArgs {
 fn broker_endpoint(config: &Config) -> Result<(String, u16)> {
     if config.mqtt.url.is_empty() {
         let a = config.mqtt.listen.0;
-        let host = if a.ip().is_unspecified() { "127.0.0.1".to_string() } else { a.ip().to_string() };
+        let host = if a.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            a.ip().to_string()
+        };
         Ok((host, a.port()))
     } else {
-        vigie_ingest::parse_mqtt_url(&config.mqtt.url).with_context(|| "VIGIE_MQTT_URL / mqtt.url".to_string())
+        vigie_ingest::parse_mqtt_url(&config.mqtt.url)
+            .with_context(|| "VIGIE_MQTT_URL / mqtt.url".to_string())
     }
 }
 
@@ -62,7 +67,9 @@ fn open_stores(config: &Config) -> Result<Stores> {
     let db = Db::open_dir(&config.storage.data_dir)?;
     let registry = Registry::new(db.clone());
     if !config.tsdb.url.is_empty() {
-        anyhow::bail!("VIGIE_TSDB_URL is set but the remote time-series backend is not wired in this build yet");
+        anyhow::bail!(
+            "VIGIE_TSDB_URL is set but the remote time-series backend is not wired in this build yet"
+        );
     }
     let store: Arc<dyn TimeSeriesStore> = Arc::new(SqliteStore::new(db));
     Ok(Stores { registry, store })
@@ -82,22 +89,11 @@ fn bootstrap_admin(registry: &Registry) -> Result<()> {
         .context("cannot create the first admin (VIGIE_ADMIN_PASSWORD)")?;
     if generated {
         // Printed once, on purpose: there is no other way to learn it.
-        tracing::warn!("created user `admin` with generated password {password} (shown once; set VIGIE_ADMIN_PASSWORD to choose it)");
+        tracing::warn!(
+            "created user `admin` with generated password {password} (shown once; set VIGIE_ADMIN_PASSWORD to choose it)"
+        );
     } else {
         tracing::info!("created user `admin` with the password from VIGIE_ADMIN_PASSWORD");
-    }
-    Ok(())
-}
-
-async fn provision_fleet(registry: &Registry, fleet: &vigie_firmware_sim::Fleet) -> Result<()> {
-    for m in &fleet.members {
-        registry.upsert_member(m).await?;
-    }
-    for b in &fleet.buildings {
-        registry.upsert_building(b).await?;
-    }
-    for d in &fleet.devices {
-        registry.upsert_device(d).await?;
     }
     Ok(())
 }
@@ -119,7 +115,12 @@ fn sim_options(config: &Config, host: String, port: u16) -> vigie_firmware_sim::
 
 fn ingest_options(config: &Config) -> Result<vigie_ingest::IngestOptions> {
     let (host, port) = broker_endpoint(config)?;
-    Ok(vigie_ingest::IngestOptions::from_config(&config.mqtt, &config.ingest, host, port))
+    Ok(vigie_ingest::IngestOptions::from_config(
+        &config.mqtt,
+        &config.ingest,
+        host,
+        port,
+    ))
 }
 
 async fn bind_http(config: &Config) -> Result<tokio::net::TcpListener> {
@@ -133,29 +134,40 @@ fn start_broker(config: &Config) -> Result<Option<vigie_ingest::EmbeddedBroker>>
     if !config.mqtt.url.is_empty() {
         return Ok(None);
     }
-    let broker = vigie_ingest::EmbeddedBroker::start(config.mqtt.listen.0, config.mqtt.max_payload_bytes)
-        .with_context(|| format!("cannot start the embedded MQTT broker on {} (mqtt.listen / VIGIE_MQTT_LISTEN)", config.mqtt.listen))?;
+    let broker =
+        vigie_ingest::EmbeddedBroker::start(config.mqtt.listen.0, config.mqtt.max_payload_bytes)
+            .with_context(|| {
+                format!(
+                    "cannot start the embedded MQTT broker on {} (mqtt.listen / VIGIE_MQTT_LISTEN)",
+                    config.mqtt.listen
+                )
+            })?;
     tracing::info!("embedded MQTT broker listening on {}", config.mqtt.listen);
     Ok(Some(broker))
 }
 
 /// `vigie run`: broker, ingest, dashboard, and the simulator on a fresh data dir.
+///
+/// On Ctrl-C or SIGTERM the simulator stops first (so nothing is published that ingest
+/// would not take), then ingest commits and acknowledges its pending batch, then the
+/// web server drains.
 pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
     let stores = open_stores(&config)?;
     bootstrap_admin(&stores.registry)?;
     let fresh = stores.registry.buildings(&Scope::All).await?.is_empty();
     let simulate = demo || fresh;
-    let shutdown = Shutdown::new();
-    shutdown.on_signals();
+    let signal = Shutdown::new();
+    signal.on_signals();
+    let parts = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
 
     let _broker = start_broker(&config)?;
-    let ingest = tokio::spawn(vigie_ingest::run(
+    let mut ingest = tokio::spawn(vigie_ingest::run(
         ingest_options(&config)?,
         stores.registry.clone(),
         stores.store.clone(),
         metrics.clone(),
-        shutdown.wait(),
+        parts.wait(),
     ));
 
     let listener = bind_http(&config).await?;
@@ -166,14 +178,15 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
         metrics.clone(),
         config.http.session_ttl.0,
     );
-    let web = tokio::spawn(vigie_dashboard::serve(listener, state, shutdown.wait()));
+    let web = tokio::spawn(vigie_dashboard::serve(listener, state, parts.wait()));
 
     let sim = if simulate {
-        let fleet = vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed);
-        provision_fleet(&stores.registry, &fleet).await?;
+        let fleet =
+            vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed);
+        fleet.provision(&stores.registry).await?;
         let (host, port) = broker_endpoint(&config)?;
         let opts = sim_options(&config, host, port);
-        let (metrics, stop) = (metrics.clone(), shutdown.wait());
+        let (metrics, stop) = (metrics.clone(), signal.wait());
         tracing::info!(
             "simulating {} buildings: {} days of history, then live readings every {:?}",
             opts.buildings,
@@ -182,29 +195,61 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
         );
         Some(tokio::spawn(async move {
             // Publish only once ingest has subscribed, so nothing is published into a void.
-            while !metrics.mqtt_connected.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            while !metrics
+                .mqtt_connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            vigie_firmware_sim::run(opts, stop).await
+            let report = vigie_firmware_sim::run(opts, stop).await;
+            if let Ok(r) = &report {
+                tracing::info!(
+                    "simulator stopped: {} messages, {} samples published",
+                    r.messages,
+                    r.samples
+                );
+            }
+            report
         }))
     } else {
         None
     };
 
-    let ingest_result = ingest.await.context("ingest task")?;
-    shutdown.trigger();
+    let early = tokio::select! {
+        _ = signal.wait() => None,
+        r = &mut ingest => Some(r),
+    };
+    signal.trigger();
     if let Some(sim) = sim {
-        match sim.await {
-            Ok(Err(e)) => tracing::warn!("simulator stopped: {e}"),
-            Err(e) => tracing::warn!("simulator task: {e}"),
-            Ok(Ok(_)) => {}
+        match tokio::time::timeout(Duration::from_secs(15), sim).await {
+            Ok(Ok(Err(e))) => tracing::warn!("simulator stopped: {e}"),
+            Ok(Err(e)) => tracing::warn!("simulator task: {e}"),
+            Err(_) => tracing::warn!("simulator did not stop within 15 s"),
+            Ok(Ok(Ok(_))) => {}
         }
     }
+    parts.trigger();
+    let ingest_result = match early {
+        Some(r) => r,
+        None => ingest.await,
+    }
+    .context("ingest task")?;
     web.await.context("web task")??;
-    ingest_result?;
+    log_final_report(&metrics);
+    ingest_result.context("ingest stopped")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn log_final_report(metrics: &Metrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!(
+        "ingest report: messages received: {}, messages acknowledged: {}, samples written: {}, duplicates: {}",
+        metrics.messages_received.load(Relaxed),
+        metrics.messages_acked.load(Relaxed),
+        metrics.samples_written.load(Relaxed),
+        metrics.samples_duplicate.load(Relaxed)
+    );
 }
 
 /// `vigie ingest`: ingest only (with the embedded broker when no external one is set).
@@ -214,7 +259,16 @@ pub(crate) async fn run_ingest(config: Config) -> Result<()> {
     shutdown.on_signals();
     let _broker = start_broker(&config)?;
     let metrics = Arc::new(Metrics::new());
-    vigie_ingest::run(ingest_options(&config)?, stores.registry, stores.store, metrics, shutdown.wait()).await?;
+    let result = vigie_ingest::run(
+        ingest_options(&config)?,
+        stores.registry,
+        stores.store,
+        metrics.clone(),
+        shutdown.wait(),
+    )
+    .await;
+    log_final_report(&metrics);
+    result?;
     Ok(())
 }
 
@@ -229,16 +283,26 @@ pub(crate) async fn run_dashboard(config: Config) -> Result<()> {
     let probe = metrics.clone();
     tokio::spawn(async move {
         loop {
-            let up = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port)))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            probe.mqtt_connected.store(up, std::sync::atomic::Ordering::Relaxed);
+            let up = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            probe
+                .mqtt_connected
+                .store(up, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
     let listener = bind_http(&config).await?;
     tracing::info!("dashboard on http://{}", listener.local_addr()?);
-    let state = vigie_dashboard::AppState::new(stores.registry, stores.store, metrics, config.http.session_ttl.0);
+    let state = vigie_dashboard::AppState::new(
+        stores.registry,
+        stores.store,
+        metrics,
+        config.http.session_ttl.0,
+    );
     vigie_dashboard::serve(listener, state, shutdown.wait()).await?;
     Ok(())
 }
@@ -256,7 +320,7 @@ pub(crate) async fn run_sim(config: Config, args: SimArgs) -> Result<()> {
     if !args.no_provision {
         let stores = open_stores(&config)?;
         let fleet = vigie_firmware_sim::demo_fleet(opts.buildings, opts.seed);
-        provision_fleet(&stores.registry, &fleet).await?;
+        fleet.provision(&stores.registry).await?;
         eprintln!(
             "registered {} buildings and {} devices in {}",
             fleet.buildings.len(),
@@ -267,6 +331,9 @@ pub(crate) async fn run_sim(config: Config, args: SimArgs) -> Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let report = vigie_firmware_sim::run(opts, shutdown.wait()).await?;
-    eprintln!("{report}");
+    eprintln!(
+        "simulated {} devices: {} messages ({} samples) acknowledged by the broker, {} lost with a broken connection",
+        report.devices, report.messages, report.samples, report.lost
+    );
     Ok(())
 }

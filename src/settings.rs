@@ -30,7 +30,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
 fn one_line(s: &str) -> String {
     s.split('\n')
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('|')
+                && !l.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -53,7 +57,8 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config> {
 /// Applies the `VIGIE_*` environment overrides (read through `get`, for tests).
 pub(crate) fn apply_env(config: &mut Config, get: impl Fn(&str) -> Option<String>) -> Result<()> {
     let addr = |name: &str, v: String| -> Result<Addr> {
-        v.parse::<Addr>().map_err(|e| anyhow::anyhow!("environment variable {name}: {e}"))
+        v.parse::<Addr>()
+            .map_err(|e| anyhow::anyhow!("environment variable {name}: {e}"))
     };
     if let Some(v) = get("VIGIE_DATA_DIR").filter(|v| !v.is_empty()) {
         config.storage.data_dir = PathBuf::from(v);
@@ -115,21 +120,33 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_the_file_the_key_what_was_found_and_what_is_expected() {
-        let err = parse("[http]\naddr = \"localhost\"\n", "my.toml").unwrap_err().to_string();
+        let err = parse("[http]\naddr = \"localhost\"\n", "my.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("my.toml: key `http.addr`:"), "{err}");
-        assert!(err.contains("\"localhost\"") && err.contains("expected an address"), "{err}");
+        assert!(
+            err.contains("\"localhost\"") && err.contains("expected an address"),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "one line: {err}");
     }
 
     #[test]
     fn an_unknown_key_is_an_error_not_ignored() {
-        let err = parse("[ingest]\nbatch_linger_ms = 5\n", "my.toml").unwrap_err().to_string();
-        assert!(err.contains("batch_linger_ms") && err.contains("my.toml"), "{err}");
+        let err = parse("[ingest]\nbatch_linger_ms = 5\n", "my.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batch_linger_ms") && err.contains("my.toml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_wrong_type_says_what_is_expected() {
-        let err = parse("[simulator]\nbuildings = \"three\"\n", "my.toml").unwrap_err().to_string();
+        let err = parse("[simulator]\nbuildings = \"three\"\n", "my.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("simulator.buildings"), "{err}");
     }
 
@@ -149,9 +166,14 @@ mod tests {
     #[test]
     fn a_bad_environment_value_names_the_variable() {
         let mut c = Config::default();
-        let err = apply_env(&mut c, |k| (k == "VIGIE_MQTT_LISTEN").then(|| "nope".into()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("VIGIE_MQTT_LISTEN") && err.contains("\"nope\""), "{err}");
+        let err = apply_env(&mut c, |k| {
+            (k == "VIGIE_MQTT_LISTEN").then(|| "nope".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("VIGIE_MQTT_LISTEN") && err.contains("\"nope\""),
+            "{err}"
+        );
     }
 }

@@ -14,7 +14,9 @@ pub(crate) struct Shutdown {
 
 impl Shutdown {
     pub(crate) fn new() -> Shutdown {
-        Shutdown { tx: watch::channel(false).0 }
+        Shutdown {
+            tx: watch::channel(false).0,
+        }
     }
 
     /// Asks every part to stop.
@@ -37,15 +39,17 @@ impl Shutdown {
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
             {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("cannot listen for SIGTERM: {e}");
-                        let _ = ctrl_c.await;
-                        this.trigger();
-                        return;
-                    }
-                };
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!("cannot listen for SIGTERM: {e}");
+                            let _ = ctrl_c.await;
+                            this.trigger();
+                            return;
+                        }
+                    };
                 tokio::select! {
                     _ = ctrl_c => {}
                     _ = term.recv() => {}

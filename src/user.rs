@@ -40,12 +40,19 @@ pub(crate) fn run(config: &Config, cmd: UserCommand) -> Result<()> {
     let db = Db::open_dir(&config.storage.data_dir)?;
     let registry = Registry::new(db);
     match cmd {
-        UserCommand::Add { name, role, member, password_stdin } => {
+        UserCommand::Add {
+            name,
+            role,
+            member,
+            password_stdin,
+        } => {
             if !password_stdin {
                 bail!("give the password on standard input with --password-stdin");
             }
             let mut input = String::new();
-            std::io::stdin().read_to_string(&mut input).context("cannot read the password from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read the password from standard input")?;
             let password = input.lines().next().unwrap_or("").to_string();
             let user = registry.create_user_blocking(&name, role, member.as_ref(), &password)?;
             println!("created user {} ({})", user.name, user.role.as_str());

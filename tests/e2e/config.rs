@@ -19,10 +19,22 @@ fn a_bad_config_value_stops_start_up_naming_the_key() {
         .expect("run vigie");
     assert!(!out.status.success(), "vigie started with a bad config");
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| l.contains("error")).unwrap_or_default();
-    assert!(line.contains("bad.toml") && line.contains("ingest.batch_linger"), "{err}");
-    assert!(line.contains("\"soon\"") && line.contains("expected a duration"), "{err}");
-    assert!(!dir.path().join("data").exists(), "nothing should be created before the config is valid");
+    let line = err
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("bad.toml") && line.contains("ingest.batch_linger"),
+        "{err}"
+    );
+    assert!(
+        line.contains("\"soon\"") && line.contains("expected a duration"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing should be created before the config is valid"
+    );
 }
 
 #[test]
@@ -36,5 +48,8 @@ fn a_bad_environment_override_stops_start_up_naming_the_variable() {
         .expect("run vigie");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("VIGIE_HTTP_ADDR") && err.contains("\"somewhere\""), "{err}");
+    assert!(
+        err.contains("VIGIE_HTTP_ADDR") && err.contains("\"somewhere\""),
+        "{err}"
+    );
 }

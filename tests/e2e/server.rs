@@ -6,29 +6,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
+pub(crate) const ADMIN_PASSWORD: &str = "e2e-admin-password";
 
 /// A free loopback port (bound then released).
-pub fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr")
 }
 
-pub fn vigie_bin() -> &'static str {
+pub(crate) fn vigie_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vigie")
 }
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     child: Option<Child>,
-    pub http: SocketAddr,
-    pub mqtt: SocketAddr,
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
-    pub client: reqwest::Client,
+    pub(crate) http: SocketAddr,
+    pub(crate) mqtt: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+    pub(crate) client: reqwest::Client,
 }
 
 /// A config with a small simulator, so a test run stays light.
-pub const LIGHT_CONFIG: &str = r#"
+pub(crate) const LIGHT_CONFIG: &str = r#"
 [simulator]
 buildings = 3
 backfill_days = 0
@@ -37,37 +37,65 @@ interval = "1h"
 
 impl TestServer {
     /// Starts `vigie run ARGS` with `config` (TOML) and waits until it is healthy.
-    pub async fn start(config: &str, args: &[&str]) -> TestServer {
+    pub(crate) async fn start(config: &str, args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("vigie.toml");
         std::fs::write(&config_path, config).expect("write config");
         let (http, mqtt) = (free_addr(), free_addr());
-        let log = std::fs::File::create(dir.path().join("vigie.log")).expect("log file");
-        let child = Command::new(vigie_bin())
-            .arg("run")
-            .args(args)
-            .arg("--config")
-            .arg(&config_path)
-            .envs(Self::env_of(dir.path(), http, mqtt))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn vigie");
-        let server = TestServer {
-            child: Some(child),
+        let mut server = TestServer {
+            child: None,
             http,
             mqtt,
             dir,
             config: config_path,
             client: reqwest::Client::new(),
         };
+        server.spawn(args);
         server.wait_healthy().await;
         server
     }
 
+    fn spawn(&mut self, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("vigie.log"))
+            .expect("log file");
+        let child = Command::new(vigie_bin())
+            .arg("run")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .envs(Self::env_of(self.dir.path(), self.http, self.mqtt))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vigie");
+        self.child = Some(child);
+    }
+
+    /// Starts `vigie run ARGS` again on the same data dir and ports, after `stop`.
+    pub(crate) async fn restart(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn(args);
+        self.wait_healthy().await;
+    }
+
+    /// Samples in the embedded store, read from the SQLite file directly.
+    pub(crate) async fn stored_samples(&self) -> u64 {
+        let db = vigie_core::db::Db::open_dir(&self.dir.path().join("data")).expect("open store");
+        let store = vigie_core::store::SqliteStore::new(db);
+        vigie_core::store::TimeSeriesStore::count(&store)
+            .await
+            .expect("count")
+    }
+
     fn env_of(data: &Path, http: SocketAddr, mqtt: SocketAddr) -> Vec<(String, String)> {
         vec![
-            ("VIGIE_DATA_DIR".into(), data.join("data").display().to_string()),
+            (
+                "VIGIE_DATA_DIR".into(),
+                data.join("data").display().to_string(),
+            ),
             ("VIGIE_HTTP_ADDR".into(), http.to_string()),
             ("VIGIE_MQTT_LISTEN".into(), mqtt.to_string()),
             ("VIGIE_MQTT_URL".into(), String::new()),
@@ -76,29 +104,33 @@ impl TestServer {
         ]
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("vigie.log")).unwrap_or_default()
     }
 
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.client.get(self.url("/healthz")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.client.get(self.url("/healthz")).send().await
+                && r.status().is_success()
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "vigie did not become healthy; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "vigie did not become healthy; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
 
     /// Runs another `vigie` command on the same data dir and config.
-    pub fn vigie(&self, args: &[&str]) -> Output {
+    pub(crate) fn vigie(&self, args: &[&str]) -> Output {
         Command::new(vigie_bin())
             .args(args)
             .arg("--config")
@@ -109,29 +141,57 @@ impl TestServer {
     }
 
     /// A new API token for the admin, through `vigie user token`.
-    pub fn admin_token(&self) -> String {
+    pub(crate) fn admin_token(&self) -> String {
         let out = self.vigie(&["user", "token", "admin"]);
-        assert!(out.status.success(), "user token failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+        assert!(
+            out.status.success(),
+            "user token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
     }
 
-    pub async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
-        let r = self.client.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
+    pub(crate) async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.expect("JSON body")
     }
 
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
     }
 
     /// Asks vigie to stop (SIGTERM) and waits for it.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child.wait().expect("wait")
     }
 }
@@ -146,7 +206,7 @@ impl Drop for TestServer {
 }
 
 /// A device id of the given kind, from the API.
-pub async fn device_of_kind(server: &TestServer, token: &str, kind: &str) -> String {
+pub(crate) async fn device_of_kind(server: &TestServer, token: &str, kind: &str) -> String {
     let devices = server.get_json(token, "/api/v1/devices").await;
     devices
         .as_array()
