@@ -14,6 +14,8 @@ use vigie_core::ids::InvalidId;
 use vigie_core::registry::{Building, Device, DeviceKind, Member, Registry};
 use vigie_core::{BuildingId, DeviceId, MemberId};
 
+use crate::formats::SimFormat;
+
 /// The default number of simulated buildings.
 pub const DEFAULT_BUILDINGS: usize = 3;
 
@@ -43,6 +45,14 @@ impl Fleet {
         self.devices
             .iter()
             .filter(move |d| d.building_id.as_ref() == Some(building))
+    }
+
+    /// The same fleet with every device's registry `format` set to `format`.
+    pub fn with_format(mut self, format: SimFormat) -> Fleet {
+        for d in &mut self.devices {
+            d.format = format.as_str().to_string();
+        }
+        self
     }
 
     /// Creates or updates every member, building and device in the registry.

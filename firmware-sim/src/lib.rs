@@ -5,23 +5,33 @@
 //!   with);
 //! - [`climate`] and [`model`]: weather, occupancy and what each device measures at
 //!   any instant, deterministic from a seed;
-//! - [`publish`]: one MQTT connection per device, backfill then live readings.
+//! - [`meter`] and [`firmware`]: what a device reports — meter resets and swaps, a
+//!   skewed clock;
+//! - [`formats`]: the payloads and topics of each device ecosystem (FORMATS.md);
+//! - [`publish`]: one MQTT connection per device, backfill then live readings with a
+//!   bounded buffer while the broker is unreachable.
 //!
 //! The simulator depends only on `vigie-core` for payload and registry types and talks
 //! to the rest of vigie over MQTT only; it must never write to the store or the
 //! registry behind ingest's back.
 
 pub mod climate;
+mod device;
+pub mod firmware;
 pub mod fleet;
+pub mod formats;
 mod link;
+pub mod meter;
 pub mod model;
 pub mod publish;
 
 use vigie_core::DeviceId;
 
+pub use firmware::{DeviceReadings, FirmwareOptions, Reading};
 pub use fleet::{Fleet, demo_fleet};
+pub use formats::{SimFormat, UnknownFormat};
 pub use model::DeviceModel;
-pub use publish::{BackfillDay, SimOptions, SimReport, backfill_plan, run};
+pub use publish::{BackfillDay, DEFAULT_BUFFER, SimOptions, SimReport, backfill_plan, run};
 
 /// Why the simulator stopped.
 #[derive(Debug, thiserror::Error)]

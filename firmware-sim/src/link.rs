@@ -1,25 +1,32 @@
 //! One simulated device's MQTT connection: QoS 1 publishes through a bounded
 //! in-flight window, counted only once the broker acknowledged them.
 //!
-//! Like real firmware, each device has its own connection, its own client id and its
-//! own last will (`offline`, retained, on its status topic). A background task drives
-//! the rumqttc event loop, matches PUBACKs to what was published and releases window
-//! slots. After a lost connection it reconnects (bounded exponential backoff); with a
-//! clean session the messages in flight at that moment are counted as lost, never as
+//! Like real firmware, each device has its own connection, a stable client id with a
+//! persistent session (`clean_session = false`) and, when its ecosystem has one, its
+//! own last will (retained, on its availability topic). A background task drives the
+//! rumqttc event loop, matches PUBACKs to what was published, releases window slots
+//! and tells the device whether it is connected. After a lost connection it reconnects
+//! (exponential backoff from 100 ms to 10 s); when the broker kept the session, rumqttc
+//! sends the unacknowledged messages again (so a message may arrive twice, never
+//! zero times); when the broker lost it, they are counted as lost, never as
 //! published. This module must never report a message as published before its PUBACK.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio::task::JoinHandle;
 use vigie_core::DeviceId;
-use vigie_core::payload::status_topic;
 
 use crate::SimError;
+use crate::formats::Message;
+
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Largest packet the simulator sends (a day of quarter-hour samples is ~10 kB).
 const MAX_PACKET_BYTES: usize = 256 * 1024;
@@ -103,20 +110,26 @@ pub(crate) struct DeviceLink {
     window: Arc<Semaphore>,
     window_size: usize,
     ledger: Arc<Mutex<Ledger>>,
+    connected: watch::Receiver<bool>,
+    sessions: Arc<AtomicU64>,
     driver: JoinHandle<()>,
 }
+
+/// A free slot in the in-flight window, given back if not used.
+pub(crate) struct Slot<'a>(SemaphorePermit<'a>);
 
 fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
     ledger.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl DeviceLink {
-    /// Connects `device` to the broker; fails if the first connection fails.
+    /// Connects `device` to the broker with a persistent session and `will` as its
+    /// last will; fails if the first connection fails.
     pub(crate) async fn connect(
         device: &DeviceId,
         client_id: String,
-        host: &str,
-        port: u16,
+        (host, port): (&str, u16),
+        will: Option<Message>,
         window_size: usize,
         progress: ProgressBar,
     ) -> Result<DeviceLink, SimError> {
@@ -125,13 +138,15 @@ impl DeviceLink {
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_inflight(u16::try_from(window_size + 1).unwrap_or(u16::MAX))
-            .set_clean_session(true)
-            .set_last_will(LastWill::new(
-                status_topic(device),
-                "offline",
+            .set_clean_session(false);
+        if let Some(will) = will {
+            options.set_last_will(LastWill::new(
+                will.topic,
+                will.payload,
                 QoS::AtLeastOnce,
-                true,
+                will.retain,
             ));
+        }
         let (client, mut event_loop) = AsyncClient::new(options, window_size.max(1));
         loop {
             match event_loop.poll().await {
@@ -148,11 +163,17 @@ impl DeviceLink {
         }
         let window = Arc::new(Semaphore::new(window_size));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let (connected_tx, connected) = watch::channel(true);
+        let sessions = Arc::new(AtomicU64::new(1));
         let driver = tokio::spawn(drive(
             event_loop,
             device.clone(),
-            Arc::clone(&window),
-            Arc::clone(&ledger),
+            Link {
+                window: Arc::clone(&window),
+                ledger: Arc::clone(&ledger),
+                connected: connected_tx,
+                sessions: Arc::clone(&sessions),
+            },
             progress,
         ));
         Ok(DeviceLink {
@@ -161,35 +182,58 @@ impl DeviceLink {
             window,
             window_size,
             ledger,
+            connected,
+            sessions,
             driver,
         })
     }
 
-    /// Waits for a free slot in the in-flight window. Cancel-safe.
-    pub(crate) async fn ready(&self) -> Result<(), SimError> {
+    /// How many connections (CONNACKs) this link had so far.
+    pub(crate) fn connections(&self) -> u64 {
+        self.sessions.load(Ordering::Acquire)
+    }
+
+    /// Whether the link is connected now.
+    pub(crate) fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until the link is connected and a slot of the in-flight window is free.
+    /// Cancel-safe: a slot not used is given back.
+    pub(crate) async fn ready(&self) -> Result<Slot<'_>, SimError> {
+        let mut connected = self.connected.clone();
+        connected
+            .wait_for(|c| *c)
+            .await
+            .map_err(|_| SimError::LinkClosed(self.device.clone()))?;
         let permit = self
             .window
             .acquire()
             .await
             .map_err(|_| SimError::LinkClosed(self.device.clone()))?;
-        permit.forget();
-        Ok(())
+        Ok(Slot(permit))
     }
 
-    /// Publishes at QoS 1 in the slot taken by [`DeviceLink::ready`].
+    /// Publishes `message` at QoS 1 in a slot taken by [`DeviceLink::ready`].
     pub(crate) async fn send(
         &self,
-        topic: String,
-        payload: Vec<u8>,
-        retain: bool,
+        slot: Slot<'_>,
+        message: Message,
         kind: MessageKind,
-        samples: u64,
     ) -> Result<(), SimError> {
-        lock(&self.ledger)
-            .queued
-            .push_back(Pending { kind, samples });
+        // The slot is given back at PUBACK time by the driver.
+        slot.0.forget();
+        lock(&self.ledger).queued.push_back(Pending {
+            kind,
+            samples: message.samples,
+        });
         self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .publish(
+                message.topic,
+                QoS::AtLeastOnce,
+                message.retain,
+                message.payload,
+            )
             .await
             .map_err(|e| SimError::Client {
                 device: self.device.clone(),
@@ -209,18 +253,13 @@ impl DeviceLink {
         }
     }
 
-    /// Publishes `offline` (retained), waits for the acks, disconnects cleanly.
-    pub(crate) async fn close(self, timeout: Duration) -> LinkReport {
-        if self.ready().await.is_ok() {
-            let _ = self
-                .send(
-                    status_topic(&self.device),
-                    b"offline".to_vec(),
-                    true,
-                    MessageKind::Status,
-                    0,
-                )
-                .await;
+    /// Publishes `offline` (if given), waits for the acks, disconnects cleanly.
+    pub(crate) async fn close(self, offline: Option<Message>, timeout: Duration) -> LinkReport {
+        if let Some(offline) = offline
+            && self.is_connected()
+            && let Ok(Ok(slot)) = tokio::time::timeout(timeout, self.ready()).await
+        {
+            let _ = self.send(slot, offline, MessageKind::Status).await;
         }
         if !self.drain(timeout).await {
             tracing::warn!(device = %self.device, "broker did not acknowledge every message before stop");
@@ -234,14 +273,27 @@ impl DeviceLink {
     }
 }
 
+/// What the driver shares with the device.
+struct Link {
+    window: Arc<Semaphore>,
+    ledger: Arc<Mutex<Ledger>>,
+    connected: watch::Sender<bool>,
+    sessions: Arc<AtomicU64>,
+}
+
 /// Drives the event loop: matches PUBACKs, releases window slots, reconnects.
 async fn drive(
     mut event_loop: rumqttc::EventLoop,
     device: DeviceId,
-    window: Arc<Semaphore>,
-    ledger: Arc<Mutex<Ledger>>,
+    link: Link,
     progress: ProgressBar,
 ) {
+    let Link {
+        window,
+        ledger,
+        connected,
+        sessions,
+    } = link;
     let mut backoff = Duration::from_millis(100);
     loop {
         match event_loop.poll().await {
@@ -260,6 +312,9 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
+                sessions.fetch_add(1, Ordering::AcqRel);
+                connected.send_replace(true);
+                tracing::debug!(%device, session_present = ack.session_present, "MQTT connection back");
                 if !ack.session_present {
                     let released = lock(&ledger).on_new_session();
                     if released > 0 {
@@ -272,12 +327,14 @@ async fn drive(
             Ok(_) => {}
             Err(rumqttc::ConnectionError::RequestsDone) => break,
             Err(e) => {
+                connected.send_replace(false);
                 tracing::warn!(%device, error = %e, retry_in = ?backoff, "MQTT connection lost");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+    connected.send_replace(false);
     window.close();
 }
 

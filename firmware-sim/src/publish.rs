@@ -1,11 +1,12 @@
-//! Publishing the fleet over MQTT: history first (backfill), then live readings.
+//! Publishing the fleet over MQTT: options, the backfill plan, pacing, and the run
+//! that starts one task per device ([`crate::device`]) and adds up what they published.
 //!
-//! Each device runs as its own task with its own connection ([`crate::link`]). The
-//! backfill publishes one JSON array per device per Europe/Paris day, with explicit
+//! The backfill publishes each device's history per Europe/Paris day, with explicit
 //! timestamps on the quarter-hour grid, as fast as the broker acknowledges them; the
-//! live phase then publishes one reading per device every `interval`, stamped on the
-//! interval grid. This module must never publish a value it did not get from the
-//! model, nor count a message the broker did not acknowledge.
+//! live phase then takes one reading per device every `interval`, stamped on the
+//! interval grid, buffered while the broker is unreachable. This module must never
+//! publish a value it did not get from the model, nor count a message the broker did
+//! not acknowledge.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,22 +16,18 @@ use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vigie_core::payload::{Telemetry, status_topic, telemetry_topic};
-use vigie_core::registry::Device;
+use vigie_core::Timestamp;
 use vigie_core::time::{local_date, local_midnight};
-use vigie_core::{DeviceId, Timestamp};
 
 use crate::SimError;
 use crate::climate::SLOT_MS;
+use crate::device::simulate_device;
 use crate::fleet::{DEFAULT_BUILDINGS, demo_fleet};
-use crate::link::{DeviceLink, LinkReport, MessageKind};
-use crate::model::DeviceModel;
+use crate::formats::SimFormat;
 
-/// Messages a device may have in flight (sent, not yet acknowledged).
-const WINDOW: usize = 16;
-
-/// How long a stopping device waits for its last acknowledgements.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Readings a device keeps while the broker is unreachable, by default (Telegraf's
+/// `metric_buffer_limit` default).
+pub const DEFAULT_BUFFER: usize = 10_000;
 
 /// What to simulate and where to publish it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +36,11 @@ pub struct SimOptions {
     pub broker_host: String,
     /// Broker port.
     pub broker_port: u16,
-    /// Client ids are `<prefix>-<device id>`.
+    /// Client ids are `<prefix>-<device id>` (stable: sessions are persistent).
     pub client_id_prefix: String,
     /// Number of simulated buildings.
     pub buildings: usize,
-    /// Seed of every simulated value.
+    /// Seed of every simulated value (and of meter events and clock offsets).
     pub seed: u64,
     /// Local days of history to publish before going live (0: none). The last day is
     /// today, up to now.
@@ -56,6 +53,17 @@ pub struct SimOptions {
     pub duration: Option<Duration>,
     /// Show a progress bar of the backfill on stderr.
     pub progress: bool,
+    /// The ecosystem whose payloads and topics the devices use.
+    pub format: SimFormat,
+    /// Largest clock error of a device: each gets a fixed offset in `[-skew, +skew]`
+    /// drawn from the seed, added to every timestamp it publishes (`None`: exact).
+    pub skew: Option<Duration>,
+    /// Meters are reset and swapped now and then, deterministically from the seed
+    /// ([`crate::meter`]).
+    pub resets: bool,
+    /// Readings a device buffers while the broker is unreachable; past it the oldest
+    /// are dropped (and counted).
+    pub buffer: usize,
 }
 
 impl Default for SimOptions {
@@ -71,6 +79,10 @@ impl Default for SimOptions {
             rate: None,
             duration: None,
             progress: false,
+            format: SimFormat::Native,
+            skew: None,
+            resets: false,
+            buffer: DEFAULT_BUFFER,
         }
     }
 }
@@ -86,6 +98,9 @@ pub struct SimReport {
     pub samples: u64,
     /// Telemetry messages lost with a broken connection (never acknowledged).
     pub lost: u64,
+    /// Readings dropped because a device's buffer was full, or still buffered when
+    /// the run stopped with the broker unreachable.
+    pub dropped: u64,
 }
 
 /// The history of one local day: quarter-hour instants from its midnight.
@@ -122,7 +137,7 @@ pub fn backfill_plan(now: Timestamp, days: u32) -> Vec<BackfillDay> {
 
 /// Spaces messages out so that all devices together stay under a rate.
 #[derive(Debug)]
-struct Pacer {
+pub(crate) struct Pacer {
     step: Option<Duration>,
     next: Mutex<Instant>,
 }
@@ -135,7 +150,7 @@ impl Pacer {
         }
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let Some(step) = self.step else { return };
         let at = {
             let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
@@ -148,38 +163,55 @@ impl Pacer {
 }
 
 /// What every device task shares.
-struct Shared {
-    opts: SimOptions,
-    plan: Vec<BackfillDay>,
-    pacer: Pacer,
-    progress: ProgressBar,
-    stop: watch::Receiver<bool>,
+pub(crate) struct Shared {
+    pub(crate) opts: SimOptions,
+    pub(crate) plan: Vec<BackfillDay>,
+    pub(crate) pacer: Pacer,
+    pub(crate) progress: ProgressBar,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+fn check(opts: &SimOptions) -> Result<(), SimError> {
+    let invalid = |option, reason: &str| {
+        Err(SimError::InvalidOption {
+            option,
+            reason: reason.into(),
+        })
+    };
+    if opts.interval.is_zero() {
+        return invalid("interval", "must be longer than zero");
+    }
+    if opts.buildings == 0 {
+        return invalid("buildings", "at least one building is needed");
+    }
+    if opts.buffer == 0 {
+        return invalid(
+            "buffer",
+            "a device must be able to keep at least one reading",
+        );
+    }
+    Ok(())
 }
 
 /// Simulates the demo fleet of `opts.buildings` buildings and publishes it to the
-/// broker until `opts.duration` of live readings elapsed or `shutdown` completes.
+/// broker in `opts.format` until `opts.duration` of live readings elapsed or
+/// `shutdown` completes.
 ///
-/// Each device publishes `online` (retained) on its status topic when it connects
-/// and `offline` when it stops; its last will says `offline` too.
+/// Each device whose ecosystem has an availability topic publishes `online` there
+/// (retained) whenever it connects and `offline` when it stops; its last will says
+/// `offline` too.
 pub async fn run(
     opts: SimOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<SimReport, SimError> {
-    if opts.interval.is_zero() {
-        return Err(SimError::InvalidOption {
-            option: "interval",
-            reason: "must be longer than zero".into(),
-        });
-    }
-    if opts.buildings == 0 {
-        return Err(SimError::InvalidOption {
-            option: "buildings",
-            reason: "at least one building is needed".into(),
-        });
-    }
-    let fleet = demo_fleet(opts.buildings, opts.seed);
+    check(&opts)?;
+    let fleet = demo_fleet(opts.buildings, opts.seed).with_format(opts.format);
     let plan = backfill_plan(Timestamp::now(), opts.backfill_days);
-    let total = (fleet.devices.len() * plan.len()) as u64;
+    let per_device: usize = plan
+        .iter()
+        .map(|d| d.samples.len().div_ceil(opts.format.max_batch()))
+        .sum();
+    let total = (fleet.devices.len() * per_device) as u64;
     let progress = if opts.progress && total > 0 {
         let bar = ProgressBar::new(total);
         if let Ok(style) = ProgressStyle::with_template(
@@ -206,8 +238,11 @@ pub async fn run(
         let Some(building) = fleet.building_of(device) else {
             continue;
         };
-        let model = DeviceModel::new(device, building, shared.opts.seed);
-        tasks.spawn(simulate_device(Arc::clone(&shared), device.clone(), model));
+        tasks.spawn(simulate_device(
+            Arc::clone(&shared),
+            device.clone(),
+            building.clone(),
+        ));
     }
     let devices = tasks.len();
     let stopper = Arc::clone(&stop_tx);
@@ -221,9 +256,10 @@ pub async fn run(
             let outcome = joined.map_err(|e| SimError::Task(e.to_string()));
             match outcome.and_then(|r| r) {
                 Ok(r) => {
-                    report.messages += r.messages;
-                    report.samples += r.samples;
-                    report.lost += r.lost;
+                    report.messages += r.link.messages;
+                    report.samples += r.link.samples;
+                    report.lost += r.link.lost;
+                    report.dropped += r.dropped;
                 }
                 Err(e) => {
                     // One device failing (broker unreachable…) stops the others.
@@ -248,155 +284,5 @@ pub async fn run(
     match error {
         Some(e) => Err(e),
         None => Ok(report),
-    }
-}
-
-/// Runs `f` unless the stop signal comes first (`None` then).
-async fn unless_stopped<F: Future>(stop: &mut watch::Receiver<bool>, f: F) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        _ = stop.wait_for(|s| *s) => None,
-        out = f => Some(out),
-    }
-}
-
-/// One device: connect, say online, backfill, catch up, live, say offline.
-async fn simulate_device(
-    shared: Arc<Shared>,
-    device: Device,
-    mut model: DeviceModel,
-) -> Result<LinkReport, SimError> {
-    let opts = &shared.opts;
-    let mut stop = shared.stop.clone();
-    let client_id = format!("{}-{}", opts.client_id_prefix, device.id);
-    let connect = DeviceLink::connect(
-        &device.id,
-        client_id,
-        &opts.broker_host,
-        opts.broker_port,
-        WINDOW,
-        shared.progress.clone(),
-    );
-    let Some(link) = unless_stopped(&mut stop, connect).await else {
-        return Ok(LinkReport::default());
-    };
-    let link = link?;
-    let outcome = publish_all(&shared, &link, &device.id, &mut model, &mut stop).await;
-    let report = link.close(CLOSE_TIMEOUT).await;
-    outcome.map(|()| report)
-}
-
-/// One device's publishing session.
-struct Session<'a> {
-    shared: &'a Shared,
-    link: &'a DeviceLink,
-    stop: &'a mut watch::Receiver<bool>,
-    telemetry_topic: String,
-}
-
-impl Session<'_> {
-    /// Publishes one message once a window slot is free and the pacer allows it;
-    /// `Ok(false)` when stopped first.
-    async fn publish(
-        &mut self,
-        topic: String,
-        payload: Vec<u8>,
-        retain: bool,
-        kind: MessageKind,
-        samples: u64,
-    ) -> Result<bool, SimError> {
-        let (link, pacer) = (self.link, &self.shared.pacer);
-        let wait = async {
-            link.ready().await?;
-            pacer.wait().await;
-            Ok::<(), SimError>(())
-        };
-        match unless_stopped(self.stop, wait).await {
-            None => Ok(false),
-            Some(ready) => {
-                ready?;
-                link.send(topic, payload, retain, kind, samples).await?;
-                Ok(true)
-            }
-        }
-    }
-
-    /// Publishes readings on the telemetry topic: an object for one, an array for
-    /// several (a backlog).
-    async fn telemetry(
-        &mut self,
-        batch: &[Telemetry],
-        kind: MessageKind,
-    ) -> Result<bool, SimError> {
-        let payload = match batch {
-            [one] => one.to_json(),
-            _ => Telemetry::backlog_to_json(batch),
-        };
-        let samples = batch.iter().map(|t| t.values.len() as u64).sum();
-        let topic = self.telemetry_topic.clone();
-        self.publish(topic, payload, false, kind, samples).await
-    }
-}
-
-async fn publish_all(
-    shared: &Shared,
-    link: &DeviceLink,
-    id: &DeviceId,
-    model: &mut DeviceModel,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), SimError> {
-    let mut session = Session {
-        shared,
-        link,
-        stop,
-        telemetry_topic: telemetry_topic(id),
-    };
-    let online = b"online".to_vec();
-    if !session
-        .publish(status_topic(id), online, true, MessageKind::Status, 0)
-        .await?
-    {
-        return Ok(());
-    }
-    // History, one message (a JSON array) per local day.
-    let mut last = None;
-    for day in &shared.plan {
-        let batch: Vec<Telemetry> = day.samples.iter().map(|t| model.reading_at(*t)).collect();
-        if !session.telemetry(&batch, MessageKind::Backfill).await? {
-            return Ok(());
-        }
-        last = day.samples.last().copied().or(last);
-    }
-    // Quarter-hours that passed while the backfill ran, as one short backlog.
-    if let Some(last) = last {
-        let now = Timestamp::now().millis();
-        let batch: Vec<Telemetry> = (last.millis() + SLOT_MS..=now)
-            .step_by(SLOT_MS as usize)
-            .map(|t| model.reading_at(Timestamp(t)))
-            .collect();
-        if !batch.is_empty() && !session.telemetry(&batch, MessageKind::Live).await? {
-            return Ok(());
-        }
-    }
-    // Live readings on the interval grid.
-    let interval = i64::try_from(shared.opts.interval.as_millis()).unwrap_or(i64::MAX);
-    let deadline = shared.opts.duration.map(|d| Instant::now() + d);
-    loop {
-        let now = Timestamp::now().millis();
-        let tick = (now.div_euclid(interval) + 1).saturating_mul(interval);
-        let wake = Instant::now() + Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
-        if deadline.is_some_and(|d| wake > d) {
-            return Ok(());
-        }
-        if unless_stopped(session.stop, tokio::time::sleep_until(wake))
-            .await
-            .is_none()
-        {
-            return Ok(());
-        }
-        let reading = model.reading_at(Timestamp(tick));
-        if !session.telemetry(&[reading], MessageKind::Live).await? {
-            return Ok(());
-        }
     }
 }

@@ -112,6 +112,7 @@ fn options(port: u16) -> SimOptions {
         rate: None,
         duration: Some(Duration::from_millis(1500)),
         progress: false,
+        ..SimOptions::default()
     }
 }
 
