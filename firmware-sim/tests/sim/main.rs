@@ -2,4 +2,6 @@
 //! the whole publishing path against a real embedded broker (rumqttd).
 
 mod broker;
+mod formats;
+mod meters;
 mod model;
