@@ -82,6 +82,13 @@ pub struct MqttConfig {
     pub password: String,
     /// Largest accepted payload, in bytes.
     pub max_payload_bytes: usize,
+    /// Shared-subscription group (`$share/<group>/…`) so that several ingest
+    /// processes split the load; empty = a plain subscription. Each process then needs
+    /// its own `client_id`.
+    pub shared_group: String,
+    /// The embedded broker refuses clients without a valid username and password
+    /// (device credentials from the registry; ingest's own is generated at start).
+    pub device_auth: bool,
 }
 
 impl Default for MqttConfig {
@@ -93,6 +100,8 @@ impl Default for MqttConfig {
             username: String::new(),
             password: String::new(),
             max_payload_bytes: 1 << 20,
+            shared_group: String::new(),
+            device_auth: false,
         }
     }
 }

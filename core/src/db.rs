@@ -171,6 +171,16 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     );
     "#,
+    // 3: MQTT credentials of devices (username = device id), as mosquitto password-file
+    // hashes (`$7$101$salt$pbkdf2-sha512`), checked by the embedded broker and exported
+    // by `vigie broker mosquitto-config`.
+    r#"
+    CREATE TABLE device_credentials (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The latest schema version this binary knows.
