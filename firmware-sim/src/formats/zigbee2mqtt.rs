@@ -32,8 +32,8 @@ fn linkquality(device: &DeviceInfo, ts_ms: i64) -> i64 {
 
 /// The key of each quantity (indoor and outdoor temperatures are both
 /// `temperature`: the device's mapping tells them apart).
-pub(crate) fn key(q: Quantity) -> &'static str {
-    match q {
+pub(crate) fn key(q: Quantity) -> Option<&'static str> {
+    Some(match q {
         Quantity::ElectricityKwh => "energy",
         Quantity::PowerW => "power",
         Quantity::GasM3 => "gas_consumed",
@@ -41,7 +41,9 @@ pub(crate) fn key(q: Quantity) -> &'static str {
         Quantity::Co2Ppm => "co2",
         Quantity::TemperatureC | Quantity::OutdoorTemperatureC => "temperature",
         Quantity::HumidityPct => "humidity",
-    }
+        // Quantities the simulated devices never measure.
+        _ => return None,
+    })
 }
 
 fn decimals(q: Quantity) -> i32 {
@@ -55,7 +57,9 @@ fn decimals(q: Quantity) -> i32 {
 pub(super) fn encode(device: &DeviceInfo, r: &Reading) -> Message {
     let mut obj = Map::new();
     for (q, v) in &r.values {
-        obj.insert(key(*q).into(), num(*v, decimals(*q)));
+        if let Some(k) = key(*q) {
+            obj.insert(k.into(), num(*v, decimals(*q)));
+        }
     }
     // Mains-powered devices (energy monitor, CO2 sensor) report no battery.
     let battery_powered = matches!(

@@ -15,7 +15,7 @@ use vigie_firmware_sim::model::published_quantities;
 use vigie_firmware_sim::{SimError, SimOptions, demo_fleet, run};
 
 /// Starts rumqttd on a free loopback port and waits until it accepts connections.
-fn start_broker() -> u16 {
+pub(crate) fn start_broker() -> u16 {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -61,18 +61,25 @@ fn start_broker() -> u16 {
 }
 
 /// A subscriber to every native topic; forwards (topic, payload) once subscribed.
-async fn subscribe(port: u16) -> mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+pub(crate) async fn subscribe(port: u16) -> mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+    subscribe_to(port, &["vigie/+/telemetry", "vigie/+/status"]).await
+}
+
+/// A subscriber to `filters`; forwards (topic, payload) once subscribed.
+pub(crate) async fn subscribe_to(
+    port: u16,
+    filters: &[&str],
+) -> mpsc::UnboundedReceiver<(String, Vec<u8>)> {
     let mut options = MqttOptions::new("test-subscriber", "127.0.0.1", port);
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
     let (client, mut event_loop) = AsyncClient::new(options, 10);
-    client
-        .subscribe("vigie/+/telemetry", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    client
-        .subscribe("vigie/+/status", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
+    for f in filters {
+        client
+            .subscribe(*f, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    }
+    let wanted = filters.len();
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = mpsc::channel(1);
     tokio::spawn(async move {
@@ -82,7 +89,7 @@ async fn subscribe(port: u16) -> mpsc::UnboundedReceiver<(String, Vec<u8>)> {
             match event_loop.poll().await {
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     subacks += 1;
-                    if subacks == 2 {
+                    if subacks == wanted {
                         let _ = ready_tx.send(()).await;
                     }
                 }

@@ -39,7 +39,10 @@ fn elec() -> (DeviceInfo, Reading) {
         info("mairie-saint-aubin-elec", DeviceKind::ElectricityMeter),
         reading(
             "2026-11-29T10:15:00Z",
-            &[(Quantity::ElectricityKwh, 12345.6), (Quantity::PowerW, 830.0)],
+            &[
+                (Quantity::ElectricityKwh, 12345.6),
+                (Quantity::PowerW, 830.0),
+            ],
         ),
     )
 }
@@ -78,11 +81,17 @@ fn format_names_parse_and_unknown_names_say_what_is_expected() {
         assert_eq!(f.as_str().parse::<SimFormat>(), Ok(f));
         assert_eq!(f.to_string(), f.as_str());
     }
-    assert_eq!("Zigbee2MQTT".parse::<SimFormat>(), Ok(SimFormat::Zigbee2Mqtt));
+    assert_eq!(
+        "Zigbee2MQTT".parse::<SimFormat>(),
+        Ok(SimFormat::Zigbee2Mqtt)
+    );
     assert_eq!(SimFormat::default(), SimFormat::Native);
     let err = "lora".parse::<SimFormat>().expect_err("unknown");
     let text = err.to_string();
-    assert!(text.contains("`lora`") && text.contains("tasmota"), "{text}");
+    assert!(
+        text.contains("`lora`") && text.contains("tasmota"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -96,7 +105,10 @@ fn native_is_the_documented_object_and_a_backlog_is_an_array() {
     );
     assert_eq!(v["values"]["power_w"], 830.0);
     assert_eq!(m.samples, 2);
-    let later = reading("2026-11-29T10:30:00Z", &[(Quantity::ElectricityKwh, 12345.8)]);
+    let later = reading(
+        "2026-11-29T10:30:00Z",
+        &[(Quantity::ElectricityKwh, 12345.8)],
+    );
     let m = formats::encode(SimFormat::Native, &d, &[r, later], Delivery::History);
     let v: Value = serde_json::from_slice(&m[0].payload).expect("json");
     assert_eq!(v.as_array().map(Vec::len), Some(2));
@@ -117,7 +129,10 @@ fn zigbee2mqtt_publishes_flat_keys_without_timestamp_and_history_natively() {
     let (d, r) = aq();
     let (_, v) = one(SimFormat::Zigbee2Mqtt, &d, &r, Delivery::Current);
     assert_eq!(keys(&v), ["co2", "humidity", "linkquality", "temperature"]);
-    assert_eq!((v["co2"].as_i64(), v["temperature"].as_f64()), (Some(812), Some(20.5)));
+    assert_eq!(
+        (v["co2"].as_i64(), v["temperature"].as_f64()),
+        (Some(812), Some(20.5))
+    );
     let water = info("mairie-saint-aubin-water", DeviceKind::WaterMeter);
     let r = reading("2026-11-29T10:15:00Z", &[(Quantity::WaterM3, 1234.567)]);
     let (_, v) = one(SimFormat::Zigbee2Mqtt, &water, &r, Delivery::Current);
@@ -142,14 +157,25 @@ fn tasmota_sends_paris_local_time_energy_totals_and_sensor_objects() {
     assert_eq!(v["Time"], "2026-11-29T11:15:00");
     let e = &v["ENERGY"];
     for k in [
-        "TotalStartTime", "Total", "Yesterday", "Today", "Power", "ApparentPower",
-        "ReactivePower", "Factor", "Voltage", "Current",
+        "TotalStartTime",
+        "Total",
+        "Yesterday",
+        "Today",
+        "Power",
+        "ApparentPower",
+        "ReactivePower",
+        "Factor",
+        "Voltage",
+        "Current",
     ] {
         assert!(!e[k].is_null(), "ENERGY.{k} missing in {e}");
     }
     assert_eq!(e["Total"], 12345.6);
     assert_eq!(e["Power"], 830);
-    assert_eq!((e["Today"].as_f64(), e["Yesterday"].as_f64()), (Some(3.25), Some(8.5)));
+    assert_eq!(
+        (e["Today"].as_f64(), e["Yesterday"].as_f64()),
+        (Some(3.25), Some(8.5))
+    );
     assert_eq!(e["TotalStartTime"], "2026-01-01T01:00:00");
     assert!(e["ApparentPower"].as_f64() >= e["Power"].as_f64());
     // Summer time: 10:15 UTC is 12:15 in Paris.
@@ -161,8 +187,20 @@ fn tasmota_sends_paris_local_time_energy_totals_and_sensor_objects() {
     let (_, v) = one(SimFormat::Tasmota, &d, &r, Delivery::Current);
     assert_eq!(keys(&v), ["SCD30", "TempUnit", "Time"]);
     let s = &v["SCD30"];
-    assert_eq!(keys(s), ["CarbonDioxide", "DewPoint", "Humidity", "Temperature", "eCO2"]);
-    assert_eq!((s["CarbonDioxide"].as_i64(), s["Temperature"].as_f64()), (Some(812), Some(20.5)));
+    assert_eq!(
+        keys(s),
+        [
+            "CarbonDioxide",
+            "DewPoint",
+            "Humidity",
+            "Temperature",
+            "eCO2"
+        ]
+    );
+    assert_eq!(
+        (s["CarbonDioxide"].as_i64(), s["Temperature"].as_f64()),
+        (Some(812), Some(20.5))
+    );
     let dew = s["DewPoint"].as_f64().expect("dew point");
     assert!((8.0..9.0).contains(&dew), "{dew}");
 
@@ -175,12 +213,18 @@ fn tasmota_sends_paris_local_time_energy_totals_and_sensor_objects() {
     let (_, v) = one(SimFormat::Tasmota, &water, &r, Delivery::Current);
     assert_eq!(v["COUNTER"]["C1"], 123_456, "1 litre per pulse");
     let outdoor = info("mairie-saint-aubin-outdoor", DeviceKind::OutdoorThermometer);
-    let r = reading("2026-11-29T10:15:00Z", &[(Quantity::OutdoorTemperatureC, -2.5)]);
+    let r = reading(
+        "2026-11-29T10:15:00Z",
+        &[(Quantity::OutdoorTemperatureC, -2.5)],
+    );
     let (_, v) = one(SimFormat::Tasmota, &outdoor, &r, Delivery::Current);
     assert_eq!(v["DS18B20"]["Temperature"], -2.5);
     assert_eq!(v["DS18B20"]["Id"].as_str().map(str::len), Some(12));
     let s = formats::status(SimFormat::Tasmota, &outdoor, true).expect("LWT");
-    assert_eq!((s.topic.as_str(), s.payload.as_slice()), ("tele/mairie-saint-aubin-outdoor/LWT", &b"Online"[..]));
+    assert_eq!(
+        (s.topic.as_str(), s.payload.as_slice()),
+        ("tele/mairie-saint-aubin-outdoor/LWT", &b"Online"[..])
+    );
 }
 
 #[test]
@@ -196,7 +240,10 @@ fn ttn_uplinks_have_the_v3_topic_ids_received_at_and_decoded_payload() {
         v["end_device_ids"]["application_ids"]["application_id"],
         "mairie-saint-aubin"
     );
-    assert_eq!(v["end_device_ids"]["dev_eui"].as_str().map(str::len), Some(16));
+    assert_eq!(
+        v["end_device_ids"]["dev_eui"].as_str().map(str::len),
+        Some(16)
+    );
     assert_eq!(v["received_at"], "2026-11-29T10:15:00Z");
     let up = &v["uplink_message"];
     assert_eq!(up["f_port"], 1);
@@ -226,11 +273,23 @@ fn telegraf_writes_line_protocol_and_json_as_its_mqtt_output_does() {
         String::from_utf8_lossy(&m.payload),
         "energy,building=mairie-saint-aubin,device=mairie-saint-aubin-elec,host=mairie-saint-aubin-gw electricity_kwh=12345.6,power_w=830 1795947300000000000\n"
     );
-    let later = reading("2026-11-29T10:30:00Z", &[(Quantity::ElectricityKwh, 12345.8)]);
-    let batch = formats::encode(SimFormat::Telegraf, &d, &[r.clone(), later.clone()], Delivery::History);
+    let later = reading(
+        "2026-11-29T10:30:00Z",
+        &[(Quantity::ElectricityKwh, 12345.8)],
+    );
+    let batch = formats::encode(
+        SimFormat::Telegraf,
+        &d,
+        &[r.clone(), later.clone()],
+        Delivery::History,
+    );
     let text = String::from_utf8_lossy(&batch[0].payload).into_owned();
     assert_eq!(text.lines().count(), 2);
-    assert!(text.lines().nth(1).is_some_and(|l| l.ends_with(" 1795948200000000000")));
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with(" 1795948200000000000"))
+    );
 
     let (m, v) = one(SimFormat::TelegrafJson, &d, &r, Delivery::Current);
     assert_eq!(m.topic, "telegraf/mairie-saint-aubin-gw/energy");

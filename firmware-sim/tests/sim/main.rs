@@ -5,3 +5,4 @@ mod broker;
 mod formats;
 mod meters;
 mod model;
+mod outage;

@@ -19,7 +19,11 @@ fn indexes_drop_exactly_at_scheduled_resets_and_swaps_and_never_otherwise() {
     let (from, to) = (ts("2026-08-01T00:00:00Z"), ts("2026-11-29T00:00:00Z"));
     let mut kinds = BTreeSet::new();
     let mut drops = 0;
-    for d in fleet.devices.iter().filter(|d| index_quantity(d.kind).is_some()) {
+    for d in fleet
+        .devices
+        .iter()
+        .filter(|d| index_quantity(d.kind).is_some())
+    {
         let q = index_quantity(d.kind).expect("meter");
         let b = fleet.building_of(d).expect("building");
         let opts = FirmwareOptions {
@@ -39,7 +43,13 @@ fn indexes_drop_exactly_at_scheduled_resets_and_swaps_and_never_otherwise() {
             match event {
                 Some(e) => {
                     drops += 1;
-                    assert!(b < a, "{}: no drop at {:?} {}: {a} → {b}", d.id, e.kind, e.at);
+                    assert!(
+                        b < a,
+                        "{}: no drop at {:?} {}: {a} → {b}",
+                        d.id,
+                        e.kind,
+                        e.at
+                    );
                     assert_eq!(cur.meter_since, Some(e.at), "{}", d.id);
                     if e.kind == MeterEventKind::Reset {
                         assert!(b < 0.01 * a.max(1.0) + 5.0, "{}: reset to {b}", d.id);
@@ -52,7 +62,10 @@ fn indexes_drop_exactly_at_scheduled_resets_and_swaps_and_never_otherwise() {
             prev = cur;
         }
     }
-    assert!(drops >= 2, "only {drops} events in four months over three meters");
+    assert!(
+        drops >= 2,
+        "only {drops} events in four months over three meters"
+    );
     assert_eq!(kinds.len(), 2, "both resets and swaps happen: {kinds:?}");
 }
 
@@ -80,7 +93,10 @@ fn a_skewed_clock_shifts_every_timestamp_by_a_fixed_bounded_offset() {
         .iter()
         .map(|d| clock_offset_ms(d, 3, skew))
         .collect();
-    assert!(offsets.len() > fleet.devices.len() / 2, "offsets differ per device");
+    assert!(
+        offsets.len() > fleet.devices.len() / 2,
+        "offsets differ per device"
+    );
     assert!(offsets.iter().all(|o| o.abs() <= 120_000), "{offsets:?}");
     assert!(offsets.iter().any(|o| *o < 0) && offsets.iter().any(|o| *o > 0));
     let d = &fleet.devices[0];
@@ -94,6 +110,9 @@ fn a_skewed_clock_shifts_every_timestamp_by_a_fixed_bounded_offset() {
     let t = ts("2026-11-29T10:15:00Z");
     let (s, e) = (skewed.reading_at(t), exact.reading_at(t));
     assert_eq!(s.ts.millis() - e.ts.millis(), skewed.clock_offset_ms());
-    assert_eq!(s.values, e.values, "a wrong clock does not change what was measured");
+    assert_eq!(
+        s.values, e.values,
+        "a wrong clock does not change what was measured"
+    );
     assert_eq!(clock_offset_ms(d, 3, None), 0);
 }
