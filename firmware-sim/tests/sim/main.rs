@@ -2,6 +2,7 @@
 //! the whole publishing path against a real embedded broker (rumqttd).
 
 mod broker;
+mod ecosystems;
 mod formats;
 mod meters;
 mod model;
