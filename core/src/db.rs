@@ -181,6 +181,26 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 4: per-meter normalisation settings (rollover, pulse factor, max flow; NULL =
+    // default) and the devices heard from but not in the registry (provisioning).
+    r#"
+    CREATE TABLE meter_settings (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        index_rollover REAL,
+        pulse_factor REAL,
+        max_flow_per_hour REAL
+    );
+    CREATE TABLE pending_devices (
+        device_id TEXT PRIMARY KEY,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        format TEXT NOT NULL,
+        last_payload BLOB NOT NULL,
+        messages INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX quarantine_device ON quarantine(device_id, reason);
+    "#,
 ];
 
 /// The latest schema version this binary knows.

@@ -106,6 +106,9 @@ pub enum Unit {
     /// Percent.
     #[serde(rename = "%")]
     Percent,
+    /// Pulses of a pulse-output meter (dimensionless count).
+    #[serde(rename = "imp")]
+    Pulse,
 }
 
 impl Unit {
@@ -118,6 +121,7 @@ impl Unit {
             Unit::Ppm => "ppm",
             Unit::Celsius => "°C",
             Unit::Percent => "%",
+            Unit::Pulse => "imp",
         }
     }
 }
@@ -196,6 +200,12 @@ quantities! {
     HumidityPct = "humidity_pct", Percent, Gauge, 0.0, 100.0, "Humidité";
     /// Outdoor temperature.
     OutdoorTemperatureC = "outdoor_temperature_c", Celsius, Gauge, -60.0, 60.0, "Température extérieure";
+    /// Gas meter index converted to energy with the building's PCS coefficient
+    /// (derived by ingest from `gas_m3`; kept beside it).
+    GasKwh = "gas_kwh", KilowattHour, Counter, 0.0, 1e13, "Index gaz (énergie)";
+    /// Raw count of a pulse-output meter; ingest converts it to the meter's index with
+    /// the device's pulse factor and keeps both.
+    Pulses = "pulses", Pulse, Counter, 0.0, 1e15, "Impulsions";
 }
 
 impl Quantity {

@@ -5,7 +5,9 @@
 //! layer to misuse. The registry never stores a secret in clear: passwords are argon2
 //! PHC strings, API and session tokens are stored as SHA-256 digests.
 
+mod meter;
 mod model;
+mod pending;
 mod quarantine;
 mod users;
 
@@ -14,7 +16,11 @@ use std::sync::{Arc, RwLock};
 
 use rusqlite::{OptionalExtension, Row, params};
 
+pub use meter::{MeterContext, MeterSettings, default_max_flow_per_hour};
 pub use model::*;
+pub use pending::{
+    AssignOutcome, Assignment, PENDING_PAYLOAD_BYTES, PendingDevice, ReplayableMessage, Sighting,
+};
 pub use quarantine::{QuarantineEntry, QuarantineReason, QuarantinedMessage};
 pub use users::{AuthError, NewSession, random_password};
 
