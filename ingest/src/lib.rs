@@ -14,8 +14,10 @@
 pub mod broker;
 pub mod decode;
 mod error;
+mod normalise;
 mod options;
 mod pipeline;
+mod replay;
 
 pub use broker::EmbeddedBroker;
 pub use decode::{

@@ -20,11 +20,11 @@ use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vigie_core::metrics::Metrics;
-use vigie_core::registry::Registry;
-use vigie_core::store::{TimeSeriesStore, WriteReport};
+use vigie_core::store::WriteReport;
 
+use super::commit::Committer;
 use super::connection::Inbound;
-use super::plan::{self, DecodedMessage, DeviceCache, Plan};
+use super::plan::{self, Plan};
 use crate::decode::Decoders;
 use crate::error::IngestError;
 
@@ -50,11 +50,9 @@ pub(crate) struct Batcher {
     pub(crate) generation: Arc<AtomicU64>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) decoders: Arc<Decoders>,
-    pub(crate) registry: Registry,
-    pub(crate) store: Arc<dyn TimeSeriesStore>,
+    pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limits: BatchLimits,
-    pub(crate) devices: Arc<DeviceCache>,
 }
 
 impl Batcher {
@@ -130,7 +128,7 @@ impl Batcher {
         let mut attempts_stopping = 0u32;
         let (plan, report) = loop {
             let started = std::time::Instant::now();
-            match self.commit(messages.clone()).await {
+            match self.committer.commit(messages.clone()).await {
                 Ok((plan, report)) => {
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.metrics
@@ -139,7 +137,7 @@ impl Batcher {
                     break (plan, report);
                 }
                 Err(e) => {
-                    self.devices.clear();
+                    self.committer.forget();
                     self.metrics
                         .batch_commit_failures
                         .fetch_add(1, Ordering::Relaxed);
@@ -183,30 +181,6 @@ impl Batcher {
         self.record(&plan, report);
         self.ack(&batch).await;
         Ok(())
-    }
-
-    /// One commit attempt: resolve, write samples, write registry side.
-    async fn commit(
-        &self,
-        messages: Arc<Vec<DecodedMessage>>,
-    ) -> Result<(Plan, WriteReport), String> {
-        let (registry, devices) = (self.registry.clone(), self.devices.clone());
-        let plan =
-            tokio::task::spawn_blocking(move || plan::resolve(&messages, &registry, &devices))
-                .await
-                .map_err(|e| format!("resolve task: {e}"))??;
-        let report = self
-            .store
-            .write(&plan.samples)
-            .await
-            .map_err(|e| format!("{} store write: {e}", self.store.name()))?;
-        let registry = self.registry.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            plan::write_registry(&plan, &registry).map(|()| plan)
-        })
-        .await
-        .map_err(|e| format!("registry task: {e}"))??;
-        Ok((plan, report))
     }
 
     fn record(&self, plan: &Plan, report: WriteReport) {

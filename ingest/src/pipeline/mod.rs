@@ -11,8 +11,9 @@
 //! never hold an unbounded queue.
 
 mod batch;
+pub(crate) mod commit;
 mod connection;
-mod plan;
+pub(crate) mod plan;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,7 +29,9 @@ use vigie_core::store::TimeSeriesStore;
 use crate::decode::Decoders;
 use crate::error::IngestError;
 use crate::options::IngestOptions;
+use crate::replay::Replayer;
 use batch::{BatchLimits, Batcher};
+use commit::Committer;
 use connection::Connection;
 
 /// Largest MQTT packet the client accepts: the protocol's own limit, so that an
@@ -79,6 +82,9 @@ pub async fn run_with_decoders(
     let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
     let (tx, rx) = mpsc::channel(opts.batch_max_messages);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_replay = stop_rx.clone();
+    let decoders = Arc::new(decoders);
+    let committer = Committer::new(registry, store);
     let generation = Arc::new(AtomicU64::new(0));
     let endpoint = format!("{}:{}", opts.host, opts.port);
     tracing::info!(
@@ -107,9 +113,8 @@ pub async fn run_with_decoders(
             client,
             generation,
             stop: stop_rx,
-            decoders: Arc::new(decoders),
-            registry,
-            store,
+            decoders: decoders.clone(),
+            committer: committer.clone(),
             metrics: metrics.clone(),
             limits: BatchLimits {
                 max_messages: opts.batch_max_messages,
@@ -120,9 +125,17 @@ pub async fn run_with_decoders(
                 retry_min: opts.retry_min,
                 retry_max: opts.retry_max,
             },
-            devices: Default::default(),
         }
         .run(),
+    );
+    let replay = tokio::spawn(
+        Replayer {
+            committer,
+            decoders,
+            metrics: metrics.clone(),
+            max_future_skew: opts.max_future_skew,
+        }
+        .run(stop_rx_replay),
     );
 
     tokio::pin!(shutdown);
@@ -153,6 +166,12 @@ pub async fn run_with_decoders(
             tracing::warn!("MQTT connection did not close within {DISCONNECT_GRACE:?}; dropped");
             conn.abort();
         }
+    }
+    if tokio::time::timeout(DISCONNECT_GRACE, replay)
+        .await
+        .is_err()
+    {
+        tracing::warn!("replay of quarantined messages did not stop within {DISCONNECT_GRACE:?}");
     }
     metrics.mqtt_connected.store(false, Ordering::Relaxed);
     if early && result.is_ok() {

@@ -7,17 +7,22 @@
 //! and reason (one row holds the payload once, with up to [`MAX_DETAILS`] details), so
 //! a large backlog full of bad values never multiplies its payload. Nothing here may
 //! drop a message without a sample, a status or a quarantine entry to show for it.
+//!
+//! Counter readings are not turned into samples here: they become
+//! [`CounterJob`]s for [`crate::normalise`], whose refusals join the message's other
+//! problems in [`Plan::finish`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use rumqttc::Publish;
-use vigie_core::registry::{QuarantineEntry, QuarantineReason, Registry};
+use vigie_core::registry::{QuarantineEntry, QuarantineReason, Registry, Sighting};
 use vigie_core::store::Sample;
-use vigie_core::{DeviceId, Timestamp};
+use vigie_core::{DeviceId, SeriesKind, Timestamp};
 
 use super::connection::Inbound;
 use crate::decode::{DecodeContext, Decoded, Decoders, MessageKind, Problem, Route};
+use crate::normalise::{self, CounterJob, MeterCache};
 
 /// Details kept per quarantine entry; the rest are counted.
 pub(crate) const MAX_DETAILS: usize = 5;
@@ -32,6 +37,8 @@ pub(crate) struct DecodedMessage {
     pub(crate) received_at: Timestamp,
     /// The route, or why the topic is unusable.
     pub(crate) route: Result<Route, Problem>,
+    /// Format of the decoder that recognised the topic (empty if none did).
+    pub(crate) format: &'static str,
     pub(crate) decoded: Decoded,
 }
 
@@ -71,6 +78,7 @@ pub(crate) fn decode_batch(
                 publish: p.clone(),
                 received_at: m.received_at,
                 route,
+                format: routed.as_ref().map(|(d, _)| d.format()).unwrap_or(""),
                 decoded,
             }
         })
@@ -86,6 +94,17 @@ pub(crate) struct Plan {
     pub(crate) quarantined: BTreeMap<&'static str, (QuarantineReason, u64)>,
     pub(crate) seen: Vec<(DeviceId, Timestamp)>,
     pub(crate) statuses: Vec<(DeviceId, bool)>,
+    /// Messages of unknown devices, for the pending list.
+    pub(crate) sightings: Vec<Sighting>,
+    /// Counter readings to normalise.
+    pub(crate) jobs: Vec<CounterJob>,
+    /// Messages of known devices (index, device), whose problems [`Plan::finish`]
+    /// quarantines.
+    known: Vec<(usize, DeviceId)>,
+    /// Problems found after decoding (normalisation), by message index.
+    extra: Vec<(usize, Problem)>,
+    /// Indexes of messages quarantined as `unknown_device`.
+    pub(crate) unknown: Vec<usize>,
 }
 
 impl Plan {
@@ -161,10 +180,11 @@ pub(crate) fn resolve(
     messages: &[DecodedMessage],
     registry: &Registry,
     devices: &DeviceCache,
+    meters: &MeterCache,
 ) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let mut last_seen: HashMap<DeviceId, Timestamp> = HashMap::new();
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         let route = match &m.route {
             Ok(route) => route,
             Err(problem) => {
@@ -188,6 +208,14 @@ pub(crate) fn resolve(
                     }
                 ),
             );
+            plan.unknown.push(i);
+            plan.sightings.push(Sighting {
+                device_id: device.clone(),
+                received_at: m.received_at,
+                topic: m.publish.topic.clone(),
+                format: m.format.to_string(),
+                payload: m.publish.payload.to_vec(),
+            });
             continue;
         }
         let seen = last_seen.entry(device.clone()).or_insert(m.received_at);
@@ -196,6 +224,13 @@ pub(crate) fn resolve(
             plan.statuses.push((device.clone(), online));
         }
         for r in &m.decoded.readings {
+            if r.quantity.kind() == SeriesKind::Counter {
+                match normalise::counter_job(i, device, r, registry, meters)? {
+                    Ok(job) => plan.jobs.push(job),
+                    Err(problem) => plan.extra.push((i, problem)),
+                }
+                continue;
+            }
             let series = registry
                 .series_id_blocking(device, r.quantity)
                 .map_err(|e| format!("series of {device} {}: {e}", r.quantity))?;
@@ -205,31 +240,54 @@ pub(crate) fn resolve(
                 value: r.value,
             });
         }
-        // One entry per reason for this message, with the first details.
-        let mut by_reason: BTreeMap<&'static str, (QuarantineReason, Vec<&str>)> = BTreeMap::new();
-        for p in &m.decoded.problems {
-            by_reason
-                .entry(p.reason.as_str())
-                .or_insert((p.reason, Vec::new()))
-                .1
-                .push(&p.detail);
-        }
-        for (_, (reason, details)) in by_reason {
-            plan.count(reason, details.len() as u64);
-            let mut detail = details
-                .iter()
-                .take(MAX_DETAILS)
-                .copied()
-                .collect::<Vec<_>>()
-                .join("; ");
-            if details.len() > MAX_DETAILS {
-                detail.push_str(&format!(" (and {} more)", details.len() - MAX_DETAILS));
-            }
-            plan.quarantine(m, Some(device), reason, detail);
-        }
+        plan.known.push((i, device.clone()));
     }
     plan.seen = last_seen.into_iter().collect();
     Ok(plan)
+}
+
+impl Plan {
+    /// Adds the normaliser's output: its samples and refusals.
+    pub(crate) fn add_normalised(&mut self, samples: Vec<Sample>, problems: Vec<(usize, Problem)>) {
+        self.samples.extend(samples);
+        self.extra.extend(problems);
+    }
+
+    /// Quarantines the problems of known devices' messages: one entry per message and
+    /// reason, with the first details.
+    pub(crate) fn finish(&mut self, messages: &[DecodedMessage]) {
+        let mut extra: HashMap<usize, Vec<&Problem>> = HashMap::new();
+        let taken = std::mem::take(&mut self.extra);
+        for (i, p) in &taken {
+            extra.entry(*i).or_default().push(p);
+        }
+        for (i, device) in std::mem::take(&mut self.known) {
+            let Some(m) = messages.get(i) else { continue };
+            let mut by_reason: BTreeMap<&'static str, (QuarantineReason, Vec<&str>)> =
+                BTreeMap::new();
+            let more = extra.get(&i).map(Vec::as_slice).unwrap_or_default();
+            for p in m.decoded.problems.iter().chain(more.iter().copied()) {
+                by_reason
+                    .entry(p.reason.as_str())
+                    .or_insert((p.reason, Vec::new()))
+                    .1
+                    .push(&p.detail);
+            }
+            for (_, (reason, details)) in by_reason {
+                self.count(reason, details.len() as u64);
+                let mut detail = details
+                    .iter()
+                    .take(MAX_DETAILS)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if details.len() > MAX_DETAILS {
+                    detail.push_str(&format!(" (and {} more)", details.len() - MAX_DETAILS));
+                }
+                self.quarantine(m, Some(&device), reason, detail);
+            }
+        }
+    }
 }
 
 /// Writes the registry side of a plan: quarantine, last seen, statuses (blocking).
@@ -240,6 +298,9 @@ pub(crate) fn write_registry(plan: &Plan, registry: &Registry) -> Result<(), Str
     registry
         .touch_devices_blocking(&plan.seen)
         .map_err(|e| format!("last-seen update: {e}"))?;
+    registry
+        .record_sightings_blocking(&plan.sightings)
+        .map_err(|e| format!("pending devices update: {e}"))?;
     for (device, online) in &plan.statuses {
         registry
             .set_device_online_blocking(device, *online)

@@ -1,0 +1,149 @@
+//! Replay of quarantined messages once their device is registered (provisioning).
+//!
+//! A message from an unknown device is quarantined as `unknown_device` (payload kept,
+//! first reception time kept). When a technician assigns the device — from the
+//! dashboard, possibly another process — this task, polling the registry every
+//! [`REPLAY_EVERY`], finds those rows, decodes them again as if just received *at
+//! their original reception time* (readings without `ts` get that instant, not now),
+//! and commits them through the same path as live messages (meter normalisation,
+//! idempotent write, quarantine of what is still unusable, with its real reason). Only
+//! then are the rows deleted. A crash between the two repeats the replay, which writes
+//! nothing twice: samples are keyed by (series, timestamp).
+//!
+//! The payload is decoded by the decoder that recognises its topic, exactly as live
+//! ingest does. Caveat: identical payloads on one topic share one quarantine row (its
+//! first reception time), so a device that sent the very same `ts`-less payload twice
+//! gets one sample back. This task must never delete a row whose content it did not
+//! commit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rumqttc::{Publish, QoS};
+use tokio::sync::watch;
+use vigie_core::metrics::Metrics;
+
+use crate::decode::{DecodeContext, Decoded, Decoders};
+use crate::pipeline::commit::Committer;
+use crate::pipeline::plan::DecodedMessage;
+
+/// How often the registry is polled for replayable messages.
+pub(crate) const REPLAY_EVERY: Duration = Duration::from_secs(1);
+/// Most quarantine rows replayed per commit.
+const REPLAY_BATCH: usize = 500;
+
+/// The replay task's state.
+pub(crate) struct Replayer {
+    pub(crate) committer: Committer,
+    pub(crate) decoders: Arc<Decoders>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) max_future_skew: Duration,
+}
+
+impl Replayer {
+    /// Polls and replays until `stop` turns true.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.replay_once().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    failing = false;
+                    tracing::info!(
+                        "replayed {n} quarantined message(s) of newly registered device(s)"
+                    );
+                    // More may be waiting: go on at once.
+                    continue;
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("replay of quarantined messages failed, will retry: {e}");
+                }
+                Err(e) => tracing::debug!("replay still failing: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REPLAY_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Replays one chunk of quarantined messages; returns how many rows it consumed.
+    pub(crate) async fn replay_once(&self) -> Result<usize, String> {
+        let registry = self.committer.registry.clone();
+        let rows = tokio::task::spawn_blocking(move || registry.replayable_blocking(REPLAY_BATCH))
+            .await
+            .map_err(|e| format!("replay task: {e}"))?
+            .map_err(|e| format!("reading replayable quarantine: {e}"))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let messages: Vec<DecodedMessage> = rows
+            .iter()
+            .map(|row| {
+                let ctx = DecodeContext {
+                    received_at: row.received_at,
+                    max_future_skew: self.max_future_skew,
+                };
+                let routed = self.decoders.route(&row.topic);
+                let decoded = match &routed {
+                    Ok((decoder, route)) => decoder.decode(route, &row.payload, &ctx),
+                    Err(p) => Decoded {
+                        problems: vec![p.clone()],
+                        ..Decoded::default()
+                    },
+                };
+                DecodedMessage {
+                    publish: Publish::new(row.topic.clone(), QoS::AtLeastOnce, row.payload.clone()),
+                    received_at: row.received_at,
+                    route: routed
+                        .as_ref()
+                        .map(|(_, r)| r.clone())
+                        .map_err(Clone::clone),
+                    format: routed.as_ref().map(|(d, _)| d.format()).unwrap_or(""),
+                    decoded,
+                }
+            })
+            .collect();
+        let messages = Arc::new(messages);
+        let (plan, report) = match self.committer.commit(messages).await {
+            Ok(done) => done,
+            Err(e) => {
+                self.committer.forget();
+                return Err(e);
+            }
+        };
+        // A device removed meanwhile is quarantined again as unknown: same row (same
+        // topic, payload, reason, detail), which must then stay.
+        let ids: Vec<i64> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !plan.unknown.contains(i))
+            .map(|(_, r)| r.id)
+            .collect();
+        let registry = self.committer.registry.clone();
+        tokio::task::spawn_blocking(move || registry.forget_quarantined_blocking(&ids))
+            .await
+            .map_err(|e| format!("replay task: {e}"))?
+            .map_err(|e| format!("deleting replayed quarantine rows: {e}"))?;
+        let m = &self.metrics;
+        m.samples_written
+            .fetch_add(report.inserted, Ordering::Relaxed);
+        m.samples_duplicate
+            .fetch_add(report.duplicates, Ordering::Relaxed);
+        for (reason, n) in plan.quarantined.values() {
+            m.quarantined(*reason, *n);
+        }
+        tracing::debug!(
+            rows = rows.len(),
+            inserted = report.inserted,
+            duplicates = report.duplicates,
+            "replayed quarantined messages"
+        );
+        Ok(rows.len())
+    }
+}
