@@ -5,6 +5,7 @@
 //! broker, embedded store, outbox folder). Unknown keys are refused so that a typo is
 //! an error, not a silently ignored setting. This module must never read the disk.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,6 +117,10 @@ pub struct IngestConfig {
     pub batch_linger: HumanDuration,
     /// Samples stamped further in the future than this are refused.
     pub max_future_skew: HumanDuration,
+    /// Device ecosystems decoded besides vigie's native JSON (`[ingest.formats.*]`).
+    pub formats: FormatsConfig,
+    /// Device key → quantity tables, added to the built-in ones (`[ingest.mapping.*]`).
+    pub mapping: MappingConfig,
 }
 
 impl Default for IngestConfig {
@@ -124,7 +129,188 @@ impl Default for IngestConfig {
             batch_max_messages: 500,
             batch_linger: HumanDuration(Duration::from_millis(20)),
             max_future_skew: HumanDuration(Duration::from_secs(300)),
+            formats: FormatsConfig::default(),
+            mapping: MappingConfig::default(),
         }
+    }
+}
+
+/// Which device ecosystems ingest decodes, and under which topics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FormatsConfig {
+    /// Zigbee2MQTT: `<base_topic>/<friendly_name>`.
+    pub zigbee2mqtt: Zigbee2MqttFormat,
+    /// Tasmota: `<prefix>/<topic>/SENSOR`, `STATE`, `LWT`.
+    pub tasmota: TasmotaFormat,
+    /// The Things Stack v3 uplinks: `v3/<app>@<tenant>/devices/<device>/up`.
+    pub ttn: TtnFormat,
+    /// Telegraf's MQTT output, line protocol or JSON.
+    pub telegraf: TelegrafFormat,
+}
+
+/// Zigbee2MQTT settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Zigbee2MqttFormat {
+    /// Whether ingest subscribes to and decodes this format.
+    pub enabled: bool,
+    /// Zigbee2MQTT's `mqtt.base_topic`.
+    pub base_topic: String,
+}
+
+impl Default for Zigbee2MqttFormat {
+    fn default() -> Self {
+        Zigbee2MqttFormat {
+            enabled: false,
+            base_topic: "zigbee2mqtt".into(),
+        }
+    }
+}
+
+/// Tasmota settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasmotaFormat {
+    /// Whether ingest subscribes to and decodes this format.
+    pub enabled: bool,
+    /// Tasmota's telemetry prefix (`Prefix3`, `tele` by default).
+    pub prefix: String,
+}
+
+impl Default for TasmotaFormat {
+    fn default() -> Self {
+        TasmotaFormat {
+            enabled: false,
+            prefix: "tele".into(),
+        }
+    }
+}
+
+/// The Things Stack settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtnFormat {
+    /// Whether ingest subscribes to and decodes this format.
+    pub enabled: bool,
+    /// First topic level of the stack's MQTT server (`v3`).
+    pub prefix: String,
+}
+
+impl Default for TtnFormat {
+    fn default() -> Self {
+        TtnFormat {
+            enabled: false,
+            prefix: "v3".into(),
+        }
+    }
+}
+
+/// Telegraf settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegrafFormat {
+    /// Whether ingest subscribes to and decodes this format.
+    pub enabled: bool,
+    /// First topic level of Telegraf's MQTT output (`topic_prefix`); ingest
+    /// subscribes to `<topic_prefix>/#`.
+    pub topic_prefix: String,
+    /// Tags naming the device, tried in order (the first present wins).
+    pub device_tags: Vec<String>,
+    /// Line-protocol timestamp precision: `ns`, `us`, `ms` or `s`.
+    pub precision: String,
+    /// JSON timestamp unit (`json_timestamp_units`): `ns`, `us`, `ms` or `s`.
+    pub json_timestamp_units: String,
+}
+
+impl Default for TelegrafFormat {
+    fn default() -> Self {
+        TelegrafFormat {
+            enabled: false,
+            topic_prefix: "telegraf".into(),
+            device_tags: vec!["device".into(), "host".into()],
+            precision: "ns".into(),
+            json_timestamp_units: "s".into(),
+        }
+    }
+}
+
+/// Device key → quantity tables, per format and per device; they add to (and
+/// override) ingest's built-in tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Zigbee2MQTT payload keys (`temperature`, `co2`, `update.*`).
+    pub zigbee2mqtt: BTreeMap<String, MappingEntry>,
+    /// Tasmota `Sensor.Field` or `Field` keys (`ENERGY.Total`, `Temperature`).
+    pub tasmota: BTreeMap<String, MappingEntry>,
+    /// The Things Stack `decoded_payload` keys (nested keys joined with `.`).
+    pub ttn: BTreeMap<String, MappingEntry>,
+    /// Telegraf `measurement.field` or `field` keys.
+    pub telegraf: BTreeMap<String, MappingEntry>,
+    /// Per device id: keys of that device's format, checked before the format's table.
+    pub devices: BTreeMap<String, BTreeMap<String, MappingEntry>>,
+}
+
+/// Where one device key goes: `"co2_ppm"`, `"ignore"`, or
+/// `{ quantity = "gas_m3", scale = 0.01, offset = 0.0 }` (value × scale + offset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingEntry {
+    /// A quantity name, or `ignore`.
+    pub quantity: String,
+    /// Multiplies the device's value.
+    pub scale: f64,
+    /// Added after scaling.
+    pub offset: f64,
+}
+
+impl MappingEntry {
+    /// The text that marks a key as deliberately ignored.
+    pub const IGNORE: &'static str = "ignore";
+}
+
+impl<'de> Deserialize<'de> for MappingEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            quantity: String,
+            #[serde(default = "one")]
+            scale: f64,
+            #[serde(default)]
+            offset: f64,
+        }
+        fn one() -> f64 {
+            1.0
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MappingEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a quantity name such as \"co2_ppm\", \"ignore\", or a table { quantity = \"gas_m3\", scale = 0.01 }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MappingEntry, E> {
+                Ok(MappingEntry {
+                    quantity: s.to_string(),
+                    scale: 1.0,
+                    offset: 0.0,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MappingEntry, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(MappingEntry {
+                    quantity: t.quantity,
+                    scale: t.scale,
+                    offset: t.offset,
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

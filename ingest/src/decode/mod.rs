@@ -1,7 +1,9 @@
 //! Payload decoders: from an MQTT topic and untrusted bytes to readings and problems.
 //!
-//! A [`Decoder`] knows one payload format (vigie's native JSON today; Zigbee2MQTT,
-//! Tasmota, The Things Stack and Telegraf are meant to be sibling files). It does two
+//! A [`Decoder`] knows one payload format: vigie's native JSON, Zigbee2MQTT, Tasmota,
+//! The Things Stack uplinks and Telegraf (line protocol and JSON), one file each; the
+//! ecosystem formats map device keys to quantities through [`Mapping`] tables built
+//! from the configuration ([`Decoders::from_config`]). It does two
 //! things: [`Decoder::route`] recognises its topics and names the device, and
 //! [`Decoder::decode`] turns a payload into [`Reading`]s plus [`Problem`]s. A problem
 //! with one value never costs the other values of the message. Decoders are pure: they
@@ -10,14 +12,28 @@
 //! A decoder must never panic, whatever the bytes, and must never drop anything
 //! silently: what it cannot use becomes a [`Problem`] with a [`QuarantineReason`].
 
+mod formats;
+mod lineproto;
+mod mapping;
 mod native;
+mod stamp;
+mod tasmota;
+mod telegraf;
+mod ttn;
+mod zigbee2mqtt;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use formats::format_topics;
+pub use mapping::{Mapping, MappingError};
 pub use native::NativeDecoder;
+pub use tasmota::TasmotaDecoder;
+pub use telegraf::TelegrafDecoder;
+pub use ttn::TtnDecoder;
 use vigie_core::registry::QuarantineReason;
 use vigie_core::{DeviceId, Quantity, Timestamp};
+pub use zigbee2mqtt::Zigbee2MqttDecoder;
 
 /// What a message on a recognised topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +115,9 @@ pub struct Decoded {
     pub problems: Vec<Problem>,
     /// For status messages: `Some(true)` online, `Some(false)` offline.
     pub online: Option<bool>,
+    /// The device the payload names when it is not the route's (Telegraf's `device`
+    /// tag under a per-host topic): readings, problems and status are that device's.
+    pub device: Option<DeviceId>,
 }
 
 impl Decoded {

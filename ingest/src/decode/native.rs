@@ -211,7 +211,7 @@ fn decode_object(
     }
 }
 
-fn timestamp(ts: Option<&Value>, ctx: &DecodeContext) -> Result<Timestamp, Problem> {
+pub(super) fn timestamp(ts: Option<&Value>, ctx: &DecodeContext) -> Result<Timestamp, Problem> {
     let bad = |detail: String| Problem::new(QuarantineReason::BadTimestamp, detail);
     let ts = match ts {
         None | Some(Value::Null) => return Ok(ctx.received_at),
