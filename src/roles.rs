@@ -37,6 +37,15 @@ pub(crate) struct SimArgs {
     /// Seed of the random generator.
     #[arg(long)]
     seed: Option<u64>,
+    /// Payload format and topics: native, zigbee2mqtt, tasmota, ttn, telegraf, telegraf-json.
+    #[arg(long, default_value = "native")]
+    format: vigie_firmware_sim::SimFormat,
+    /// Shift each device's clock by up to this many seconds (deterministic per device).
+    #[arg(long, value_name = "SECS")]
+    skew: Option<u64>,
+    /// Simulate occasional meter resets and meter swaps.
+    #[arg(long)]
+    resets: bool,
     /// Do not register the simulated buildings in the data dir's registry.
     #[arg(long)]
     no_provision: bool,
@@ -110,6 +119,7 @@ fn sim_options(config: &Config, host: String, port: u16) -> vigie_firmware_sim::
         rate: None,
         duration: None,
         progress: false,
+        ..Default::default()
     }
 }
 
@@ -130,20 +140,49 @@ async fn bind_http(config: &Config) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr} (http.addr / VIGIE_HTTP_ADDR)"))
 }
 
-fn start_broker(config: &Config) -> Result<Option<vigie_ingest::EmbeddedBroker>> {
+/// The embedded broker (unless an external one is configured), and the credential
+/// ingest must use with it when `mqtt.device_auth` is on.
+fn start_broker(
+    config: &Config,
+    registry: &Registry,
+) -> Result<(
+    Option<vigie_ingest::EmbeddedBroker>,
+    Option<(String, String)>,
+)> {
     if !config.mqtt.url.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let broker =
-        vigie_ingest::EmbeddedBroker::start(config.mqtt.listen.0, config.mqtt.max_payload_bytes)
-            .with_context(|| {
-                format!(
-                    "cannot start the embedded MQTT broker on {} (mqtt.listen / VIGIE_MQTT_LISTEN)",
-                    config.mqtt.listen
-                )
-            })?;
-    tracing::info!("embedded MQTT broker listening on {}", config.mqtt.listen);
-    Ok(Some(broker))
+    let auth = config
+        .mqtt
+        .device_auth
+        .then(|| vigie_ingest::auth::BrokerAuth::new(registry.db().clone()));
+    let ingest_login = auth.as_ref().map(|a| a.ingest_credentials());
+    let broker = vigie_ingest::EmbeddedBroker::start_with_auth(
+        config.mqtt.listen.0,
+        config.mqtt.max_payload_bytes,
+        auth,
+    )
+    .with_context(|| {
+        format!(
+            "cannot start the embedded MQTT broker on {} (mqtt.listen / VIGIE_MQTT_LISTEN)",
+            config.mqtt.listen
+        )
+    })?;
+    if config.mqtt.device_auth {
+        tracing::info!(
+            "embedded MQTT broker listening on {} (device credentials required; no per-topic ACL)",
+            config.mqtt.listen
+        );
+    } else {
+        tracing::info!("embedded MQTT broker listening on {}", config.mqtt.listen);
+        if !config.mqtt.listen.0.ip().is_loopback() {
+            tracing::warn!(
+                "the embedded MQTT broker listens on {} without authentication: anyone who reaches it may publish. Set mqtt.device_auth = true",
+                config.mqtt.listen
+            );
+        }
+    }
+    Ok((Some(broker), ingest_login))
 }
 
 /// `vigie run`: broker, ingest, dashboard, and the simulator on a fresh data dir.
@@ -161,9 +200,13 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
     let parts = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
 
-    let _broker = start_broker(&config)?;
+    let (_broker, ingest_login) = start_broker(&config, &stores.registry)?;
+    let mut opts = ingest_options(&config)?;
+    if ingest_login.is_some() {
+        opts.credentials = ingest_login;
+    }
     let mut ingest = tokio::spawn(vigie_ingest::run(
-        ingest_options(&config)?,
+        opts,
         stores.registry.clone(),
         stores.store.clone(),
         metrics.clone(),
@@ -180,6 +223,11 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
     );
     let web = tokio::spawn(vigie_dashboard::serve(listener, state, parts.wait()));
 
+    if simulate && config.mqtt.device_auth && config.mqtt.url.is_empty() {
+        tracing::warn!(
+            "mqtt.device_auth is on: the simulated devices have no credentials and will be refused by the embedded broker"
+        );
+    }
     let sim = if simulate {
         let fleet =
             vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed);
@@ -257,10 +305,14 @@ pub(crate) async fn run_ingest(config: Config) -> Result<()> {
     let stores = open_stores(&config)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let _broker = start_broker(&config)?;
+    let (_broker, ingest_login) = start_broker(&config, &stores.registry)?;
+    let mut opts = ingest_options(&config)?;
+    if ingest_login.is_some() {
+        opts.credentials = ingest_login;
+    }
     let metrics = Arc::new(Metrics::new());
     let result = vigie_ingest::run(
-        ingest_options(&config)?,
+        opts,
         stores.registry,
         stores.store,
         metrics.clone(),
@@ -317,9 +369,13 @@ pub(crate) async fn run_sim(config: Config, args: SimArgs) -> Result<()> {
     opts.rate = args.rate;
     opts.duration = args.duration.map(Duration::from_secs);
     opts.progress = true;
+    opts.format = args.format;
+    opts.skew = args.skew.map(Duration::from_secs);
+    opts.resets = args.resets;
     if !args.no_provision {
         let stores = open_stores(&config)?;
-        let fleet = vigie_firmware_sim::demo_fleet(opts.buildings, opts.seed);
+        let fleet =
+            vigie_firmware_sim::demo_fleet(opts.buildings, opts.seed).with_format(opts.format);
         fleet.provision(&stores.registry).await?;
         eprintln!(
             "registered {} buildings and {} devices in {}",
