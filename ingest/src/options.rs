@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use vigie_core::config::{IngestConfig, MqttConfig};
+use vigie_core::config::{FormatsConfig, IngestConfig, MappingConfig, MqttConfig};
 use vigie_core::payload::TOPIC_PREFIX;
 
 use crate::error::IngestError;
@@ -43,6 +43,11 @@ pub struct IngestOptions {
     pub batch_idle: Duration,
     /// Readings stamped further in the future than this are quarantined.
     pub max_future_skew: Duration,
+    /// Device ecosystems decoded besides the native format (their topics are in
+    /// `topics` when built by [`IngestOptions::from_config`]).
+    pub formats: FormatsConfig,
+    /// Device key → quantity tables of those formats.
+    pub mapping: MappingConfig,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// First delay before reconnecting, and before retrying a failed commit.
@@ -68,6 +73,8 @@ impl fmt::Debug for IngestOptions {
             .field("batch_linger", &self.batch_linger)
             .field("batch_idle", &self.batch_idle)
             .field("max_future_skew", &self.max_future_skew)
+            .field("formats", &self.formats)
+            .field("mapping", &self.mapping)
             .field("keep_alive", &self.keep_alive)
             .field("retry_min", &self.retry_min)
             .field("retry_max", &self.retry_max)
@@ -91,12 +98,18 @@ impl IngestOptions {
             client_id: mqtt.client_id.clone(),
             credentials,
             topic_prefix: TOPIC_PREFIX.to_string(),
-            topics: default_topics(TOPIC_PREFIX),
+            topics: [
+                default_topics(TOPIC_PREFIX),
+                crate::decode::format_topics(&ingest.formats),
+            ]
+            .concat(),
             max_payload_bytes: mqtt.max_payload_bytes,
             batch_max_messages: ingest.batch_max_messages,
             batch_linger: ingest.batch_linger.0,
             batch_idle: ingest.batch_linger.0.min(Duration::from_millis(2)),
             max_future_skew: ingest.max_future_skew.0,
+            formats: ingest.formats.clone(),
+            mapping: ingest.mapping.clone(),
             keep_alive: Duration::from_secs(30),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -141,6 +154,11 @@ impl IngestOptions {
         }
         if self.max_payload_bytes == 0 {
             return bad("mqtt.max_payload_bytes", "expected more than 0");
+        }
+        if let Err(e) =
+            crate::decode::Decoders::from_config(&self.topic_prefix, &self.formats, &self.mapping)
+        {
+            return bad("ingest.formats / ingest.mapping", &e.to_string());
         }
         if self.keep_alive < Duration::from_secs(1) {
             return bad("keep_alive", "expected at least 1s");

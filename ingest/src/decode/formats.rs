@@ -7,7 +7,7 @@
 //! scale, precision or prefix is an error naming its key, never a runtime surprise.
 //! This module must never enable a format the configuration did not ask for.
 
-use vigie_core::config::IngestConfig;
+use vigie_core::config::{FormatsConfig, MappingConfig};
 
 use super::mapping::{Mapping, MappingError, device_tables};
 use super::{
@@ -29,13 +29,15 @@ fn check_prefix(key: &str, prefix: &str) -> Result<(), MappingError> {
 }
 
 impl Decoders {
-    /// The native decoder under `native_prefix`, then every format enabled in `ingest`.
+    /// The native decoder under `native_prefix`, then every format enabled in
+    /// `formats` with its `mapping` (`[ingest.formats]`, `[ingest.mapping]`).
     pub fn from_config(
         native_prefix: &str,
-        ingest: &IngestConfig,
+        formats: &FormatsConfig,
+        mapping: &MappingConfig,
     ) -> Result<Decoders, MappingError> {
-        let f = &ingest.formats;
-        let m = &ingest.mapping;
+        let f = formats;
+        let m = mapping;
         let devices = device_tables(&m.devices)?;
         let mut d = Decoders::empty().with(NativeDecoder::new(native_prefix));
         if f.zigbee2mqtt.enabled {
@@ -75,10 +77,10 @@ impl Decoders {
     }
 }
 
-/// The subscription filters of the formats enabled in `ingest` (the native ones not
+/// The subscription filters of the formats enabled in `formats` (the native ones not
 /// included).
-pub fn format_topics(ingest: &IngestConfig) -> Vec<String> {
-    let f = &ingest.formats;
+pub fn format_topics(formats: &FormatsConfig) -> Vec<String> {
+    let f = formats;
     let mut out = Vec::new();
     if f.zigbee2mqtt.enabled {
         out.extend(Zigbee2MqttDecoder::new(&f.zigbee2mqtt.base_topic).topics());
@@ -100,7 +102,7 @@ pub fn format_topics(ingest: &IngestConfig) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use vigie_core::config::MappingEntry;
+    use vigie_core::config::{IngestConfig, MappingEntry};
 
     use super::*;
 
@@ -116,8 +118,8 @@ mod tests {
     #[test]
     fn by_default_only_the_native_format_is_decoded() {
         let c = IngestConfig::default();
-        assert!(format_topics(&c).is_empty());
-        let d = Decoders::from_config("vigie", &c).unwrap();
+        assert!(format_topics(&c.formats).is_empty());
+        let d = Decoders::from_config("vigie", &c.formats, &c.mapping).unwrap();
         assert!(d.route("zigbee2mqtt/kitchen").is_err());
         assert!(d.route("vigie/kitchen/telemetry").is_ok());
     }
@@ -126,7 +128,7 @@ mod tests {
     fn enabled_formats_are_routed_and_subscribed() {
         let c = all_on();
         assert_eq!(
-            format_topics(&c),
+            format_topics(&c.formats),
             [
                 "zigbee2mqtt/+",
                 "zigbee2mqtt/+/availability",
@@ -137,7 +139,7 @@ mod tests {
                 "telegraf/#"
             ]
         );
-        let d = Decoders::from_config("vigie", &c).unwrap();
+        let d = Decoders::from_config("vigie", &c.formats, &c.mapping).unwrap();
         for (topic, format) in [
             ("zigbee2mqtt/kitchen", "zigbee2mqtt"),
             ("tele/plug-1/SENSOR", "tasmota"),
@@ -160,15 +162,21 @@ mod tests {
                 offset: 0.0,
             },
         );
-        let e = Decoders::from_config("vigie", &c).unwrap_err().to_string();
+        let e = Decoders::from_config("vigie", &c.formats, &c.mapping)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(r#"ingest.mapping.tasmota."COUNTER.C1""#), "{e}");
         let mut c = all_on();
         c.formats.telegraf.precision = "minutes".into();
-        let e = Decoders::from_config("vigie", &c).unwrap_err().to_string();
+        let e = Decoders::from_config("vigie", &c.formats, &c.mapping)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ingest.formats.telegraf.precision"), "{e}");
         let mut c = all_on();
         c.formats.zigbee2mqtt.base_topic = "z/#".into();
-        let e = Decoders::from_config("vigie", &c).unwrap_err().to_string();
+        let e = Decoders::from_config("vigie", &c.formats, &c.mapping)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ingest.formats.zigbee2mqtt.base_topic"), "{e}");
     }
 }

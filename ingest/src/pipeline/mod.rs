@@ -48,7 +48,8 @@ const REQUEST_CHANNEL: usize = 65_536 + 64;
 /// How long the connection gets to send the acks and DISCONNECT at shutdown.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs ingest with the native decoder until `shutdown` completes.
+/// Runs ingest with the native decoder and the formats enabled in `opts.formats`
+/// (mapped through `opts.mapping`) until `shutdown` completes.
 pub async fn run(
     opts: IngestOptions,
     registry: Registry,
@@ -56,7 +57,11 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), IngestError> {
-    let decoders = Decoders::native(&opts.topic_prefix);
+    let decoders = Decoders::from_config(&opts.topic_prefix, &opts.formats, &opts.mapping)
+        .map_err(|e| IngestError::Options {
+            key: "ingest.formats / ingest.mapping",
+            reason: e.to_string(),
+        })?;
     run_with_decoders(opts, decoders, registry, store, metrics, shutdown).await
 }
 
