@@ -32,6 +32,8 @@ pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("co2", "co2_ppm"),
     ("energy", "electricity_kwh"),
     ("power", "power_w"),
+    ("gas_consumed", "gas_m3"),
+    ("water_consumed", "water_m3"),
     ("battery", "ignore"),
     ("linkquality", "ignore"),
     ("voltage", "ignore"),

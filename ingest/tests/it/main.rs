@@ -7,6 +7,7 @@
 // A test binary: unwrapping is how a test says "this must hold".
 #![allow(clippy::unwrap_used)]
 
+mod decode_formats;
 mod decode_props;
 mod harness;
 mod pipeline;
