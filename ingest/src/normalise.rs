@@ -6,7 +6,8 @@
 //! - **rollover** (`index_rollover` = M, the register's modulus): the stored value is the
 //!   *unwrapped* index `raw + k × M`, with k chosen from the neighbouring stored sample
 //!   in time (not the arrival order): a step down whose wrapped step `M − prev + raw` is
-//!   under M/2 is a rollover. The raw reading stays visible as `stored mod M`;
+//!   under M/2 and possible at the meter's maximum flow is a rollover. The raw reading
+//!   stays visible as `stored mod M`;
 //! - **reset or swap**: any other step down is stored as is: a negative step, which the
 //!   store counts as 0 consumption; the steps after it count normally;
 //! - **pulses**: a `pulses` count is kept (unwrapped) in its own series and converted to
@@ -338,7 +339,15 @@ pub(crate) fn normalise_series(
                     ),
                 ));
             }
-            let value = unwrap(prev, next, job.raw, job.rollover);
+            // A wrapped step is a rollover only if the meter could have made it.
+            let max_raw_step = |a: Timestamp, b: Timestamp| {
+                job.max_flow_per_hour.map_or(f64::INFINITY, |max| {
+                    max * (b.0 - a.0).max(MIN_FLOW_INTERVAL_MS) as f64 / 3_600_000.0 / job.factor()
+                })
+            };
+            let limit_prev = prev.map_or(f64::INFINITY, |p| max_raw_step(p.ts, job.ts));
+            let limit_next = next.map_or(f64::INFINITY, |n| max_raw_step(job.ts, n.ts));
+            let value = unwrap(prev, next, job.raw, job.rollover, limit_prev, limit_next);
             let point = Point { ts: job.ts, value };
             let checks = [prev.map(|p| (p, point)), next.map(|n| (point, n))];
             for (a, b) in checks.into_iter().flatten() {
@@ -353,8 +362,17 @@ pub(crate) fn normalise_series(
     (outcomes, timeline)
 }
 
-/// The unwrapped value of `raw` between its neighbours (see the module doc).
-fn unwrap(prev: Option<Point>, next: Option<Point>, raw: f64, rollover: Option<f64>) -> f64 {
+/// The unwrapped value of `raw` between its neighbours (see the module doc); a wrapped
+/// step larger than `limit_prev` (from the previous point) or `limit_next` (to the next
+/// one) is not a rollover.
+fn unwrap(
+    prev: Option<Point>,
+    next: Option<Point>,
+    raw: f64,
+    rollover: Option<f64>,
+    limit_prev: f64,
+    limit_next: f64,
+) -> f64 {
     let Some(m) = rollover else { return raw };
     match (prev, next) {
         (Some(p), _) => {
@@ -368,16 +386,20 @@ fn unwrap(prev: Option<Point>, next: Option<Point>, raw: f64, rollover: Option<f
                 } else {
                     c
                 }
-            } else if c + m - p.value <= m / 2.0 {
-                c + m
             } else {
-                c
+                let wrapped = c + m - p.value;
+                if wrapped <= m / 2.0 && wrapped <= limit_prev {
+                    c + m
+                } else {
+                    c
+                }
             }
         }
         (None, Some(n)) => {
             let k = (n.value / m).floor().max(0.0);
             let c = k * m + raw;
-            if c > n.value && c - n.value > m / 2.0 && k >= 1.0 {
+            let wrapped = n.value - (c - m);
+            if c > n.value && k >= 1.0 && wrapped <= m / 2.0 && wrapped <= limit_next {
                 c - m
             } else {
                 c

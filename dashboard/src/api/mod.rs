@@ -10,10 +10,11 @@ pub mod buildings;
 pub mod devices;
 pub mod members;
 pub mod params;
+pub mod pending;
 pub mod quarantine;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::AppState;
 
@@ -27,6 +28,8 @@ pub fn routes() -> Router<AppState> {
             get(buildings::consumption),
         )
         .route("/api/v1/devices", get(devices::list))
+        .route("/api/v1/devices/pending", get(pending::list))
+        .route("/api/v1/devices/{id}/assign", post(pending::assign))
         .route("/api/v1/devices/{id}", get(devices::one))
         .route("/api/v1/devices/{id}/latest", get(devices::latest))
         .route("/api/v1/devices/{id}/samples", get(devices::samples))

@@ -9,10 +9,11 @@
 pub mod buildings;
 pub mod layout;
 pub mod login;
+pub mod pending;
 pub mod quarantine;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::AppState;
 
@@ -22,4 +23,6 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(buildings::list))
         .route("/buildings/{id}", get(buildings::detail))
         .route("/quarantine", get(quarantine::page))
+        .route("/devices/pending", get(pending::page))
+        .route("/devices/pending/{id}/assign", post(pending::assign))
 }

@@ -10,4 +10,6 @@
 mod decode_formats;
 mod decode_props;
 mod harness;
+mod meters;
 mod pipeline;
+mod provisioning;
