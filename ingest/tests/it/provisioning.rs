@@ -251,3 +251,94 @@ async fn an_unknown_device_appears_pending_is_assigned_and_its_earlier_samples_a
     wait_for("live sample stored", || async { h.count().await == 5 }).await;
     h.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_page_lists_devices_and_its_form_assigns_with_the_csrf_token() {
+    let mut h = Harness::start().await;
+    let web = Dashboard::start(&h).await;
+    h.publish(&[telemetry(
+        "aq-new",
+        r#"{"ts":"2026-10-20T08:00:00Z","values":{"co2_ppm":640}}"#,
+    )])
+    .await;
+    wait_for("pending device recorded", || async {
+        h.registry.pending_devices().await.unwrap().len() == 1
+    })
+    .await;
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{}/login", web.base))
+        .form(&[("username", "tech"), ("password", "a long password")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = client
+        .get(format!("{}/devices/pending", web.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("aq-new") && html.contains("co2_ppm"),
+        "{html}"
+    );
+    assert!(html.contains(r#"action="/devices/pending/aq-new/assign""#));
+    let csrf = html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let form = |token: &str| {
+        vec![
+            ("csrf_token", token.to_string()),
+            ("building_id", "mairie".to_string()),
+            ("kind", "air_quality".to_string()),
+            ("format", "native".to_string()),
+            ("room", "Salle du conseil".to_string()),
+        ]
+    };
+    let url = format!("{}/devices/pending/aq-new/assign", web.base);
+    let refused = client
+        .post(&url)
+        .header("cookie", &cookie)
+        .form(&form("forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(h.registry.pending_devices().await.unwrap().len(), 1);
+    let done = client
+        .post(&url)
+        .header("cookie", &cookie)
+        .form(&form(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert!(h.registry.pending_devices().await.unwrap().is_empty());
+    wait_for("replayed CO2 sample stored", || async {
+        h.latest("aq-new", Quantity::Co2Ppm).await.is_some()
+    })
+    .await;
+    let d = h
+        .registry
+        .device_for_ingest_blocking(&DeviceId::new("aq-new").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.room, "Salle du conseil");
+    h.stop().await.unwrap();
+}
