@@ -242,6 +242,9 @@ fn fuzz_every_format_with_mutated_documented_payloads() {
     }
 }
 
+/// Readings a published message must give.
+type Expected = &'static [(Quantity, f64)];
+
 fn decode_on(decoders: &Decoders, topic: &str, payload: &str) -> Decoded {
     let (d, route) = decoders.route(topic).unwrap();
     d.decode(&route, payload.as_bytes(), &ctx())
@@ -262,7 +265,7 @@ fn what_firmware_sim_publishes_is_decoded() {
     .unwrap();
     let all = Decoders::from_config("vigie", &formats, &mapping).unwrap();
     let ts = Timestamp::parse_rfc3339("2026-11-29T10:15:00Z").unwrap();
-    let cases: &[(&str, &str, &[(Quantity, f64)])] = &[
+    let cases: &[(&str, &str, Expected)] = &[
         (
             "zigbee2mqtt/elec-1",
             r#"{"energy":12345.6,"power":830,"linkquality":120}"#,
