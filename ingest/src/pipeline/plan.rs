@@ -193,7 +193,8 @@ pub(crate) fn resolve(
                 continue;
             }
         };
-        let device = &route.device;
+        // A payload may name its device itself (Telegraf's `device` tag); else the topic does.
+        let device = m.decoded.device.as_ref().unwrap_or(&route.device);
         if !devices.is_known(registry, device)? {
             plan.count(QuarantineReason::UnknownDevice, 1);
             plan.quarantine(
