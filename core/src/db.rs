@@ -201,6 +201,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX quarantine_device ON quarantine(device_id, reason);
     "#,
+    // 5: compressed raw samples, one row per series and UTC day (first and last
+    // instant, count, last value, encoded points); `samples` stays the hot tier.
+    r#"
+    CREATE TABLE sample_chunks (
+        series_id INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        last_value REAL NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (series_id, start)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The latest schema version this binary knows.

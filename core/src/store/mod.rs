@@ -6,6 +6,8 @@
 //! negative counter step: a negative step is a reset or a meter swap.
 
 mod aggregate;
+mod chunks;
+mod codec;
 mod export;
 pub mod remote;
 mod rollup;
@@ -19,7 +21,7 @@ pub use export::{
     ExportCursor, ExportError, ExportOptions, ExportProgress, ExportReport, export, export_csv,
 };
 pub use remote::{Dialect, RemoteStore, SeriesLabeler, SeriesTags, StaticLabels};
-pub use sqlite::SqliteStore;
+pub use sqlite::{COMPACT_EVERY, SqliteStore};
 
 use crate::db::DbError;
 use crate::ids::SeriesId;

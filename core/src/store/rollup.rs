@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::chunks;
 use super::{Aggregation, BucketValue, Point};
 use crate::ids::SeriesId;
 use crate::time::{Period, Timestamp, local_date, local_midnight};
@@ -156,45 +157,17 @@ pub(crate) fn last_before(
     series: i64,
     before: i64,
 ) -> rusqlite::Result<Option<Point>> {
-    let point = |r: &rusqlite::Row<'_>| {
-        Ok(Point {
-            ts: Timestamp(r.get(0)?),
-            value: r.get(1)?,
-        })
-    };
-    let raw = c
-        .prepare_cached(
-            "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts < ?2
-             ORDER BY ts DESC LIMIT 1",
-        )?
-        .query_row(params![series, before], point)
-        .optional()?;
-    if raw.is_some() {
-        return Ok(raw);
+    if let Some(p) = chunks::last_before(c, series, before)? {
+        return Ok(Some(p));
     }
     c.prepare_cached("SELECT ts, value FROM retention_anchors WHERE series_id = ?1 AND ts < ?2")?
-        .query_row(params![series, before], point)
-        .optional()
-}
-
-/// The instant of the first sample of `series` strictly after `after`.
-pub(crate) fn next_after(c: &Connection, series: i64, after: i64) -> rusqlite::Result<Option<i64>> {
-    c.prepare_cached("SELECT ts FROM samples WHERE series_id = ?1 AND ts > ?2 ORDER BY ts LIMIT 1")?
-        .query_row(params![series, after], |r| r.get(0))
-        .optional()
-}
-
-fn raw_points(c: &Connection, series: i64, from: i64, to: i64) -> rusqlite::Result<Vec<Point>> {
-    let mut st = c.prepare_cached(
-        "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
-    )?;
-    let rows = st.query_map(params![series, from, to], |r| {
-        Ok(Point {
-            ts: Timestamp(r.get(0)?),
-            value: r.get(1)?,
+        .query_row(params![series, before], |r| {
+            Ok(Point {
+                ts: Timestamp(r.get(0)?),
+                value: r.get(1)?,
+            })
         })
-    })?;
-    rows.collect()
+        .optional()
 }
 
 fn put(c: &Connection, series: i64, width: Width, start: i64, r: &Rollup) -> rusqlite::Result<()> {
@@ -275,7 +248,7 @@ impl Touched {
     ) -> rusqlite::Result<()> {
         let set = self.hours.entry(series).or_default();
         set.insert(hour_start(ts));
-        if let Some(next) = next_after(c, series, ts)? {
+        if let Some(next) = chunks::next_after(c, series, ts)? {
             set.insert(hour_start(next));
         }
         Ok(())
@@ -299,7 +272,7 @@ impl Touched {
 
 /// Recomputes the hourly rollup of `series` starting at `hour`.
 pub(crate) fn recompute_hour(c: &Connection, series: i64, hour: i64) -> rusqlite::Result<()> {
-    let points = raw_points(c, series, hour, hour + HOUR_MS)?;
+    let points = chunks::range(c, series, hour, hour + HOUR_MS)?;
     let prev = if points.is_empty() {
         None
     } else {
@@ -332,11 +305,10 @@ pub(crate) fn recompute_day(
 /// rollups existed). Rollups of periods whose raw samples were retained are kept.
 pub(crate) fn rebuild_series(c: &Connection, series: i64) -> rusqlite::Result<()> {
     let mut touched = Touched::default();
-    let mut st = c.prepare_cached("SELECT ts FROM samples WHERE series_id = ?1 ORDER BY ts")?;
-    let hours: BTreeSet<i64> = st
-        .query_map([series], |r| r.get::<_, i64>(0))?
-        .map(|t| t.map(hour_start))
-        .collect::<rusqlite::Result<_>>()?;
+    let hours: BTreeSet<i64> = chunks::range(c, series, i64::MIN, i64::MAX)?
+        .iter()
+        .map(|p| hour_start(p.ts.0))
+        .collect();
     touched.hours.insert(series, hours);
     touched.recompute(c)
 }

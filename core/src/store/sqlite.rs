@@ -1,38 +1,52 @@
 //! The embedded time-series backend: samples in the SQLite file of the registry.
 //!
-//! Samples live in a `WITHOUT ROWID` table keyed by (series, ts), so a duplicate write
-//! is a no-op and a range read is one index scan. A write batch is one `IMMEDIATE`
-//! transaction that also recomputes the hourly and daily rollups it touched (see
-//! [`super::rollup`]): when `write` returns, samples and rollups are durable together
-//! (WAL, synchronous=NORMAL survives a process crash; a power cut may lose the last
-//! transactions, which the MQTT broker redelivers since they were never acknowledged).
-//! Aggregates over hour-aligned periods read hourly rollups, over day-aligned periods
-//! (day, week, month, year) daily rollups; only unaligned periods read raw samples.
-//! Retention deletes raw samples before a local midnight and keeps rollups for ever.
-//! This backend must never hold a transaction open across an await point.
+//! Raw samples live in two tiers (see [`super::chunks`]): the hot `WITHOUT ROWID`
+//! table keyed by (series, ts), where every write lands, and compressed per-series
+//! UTC-day chunks that compaction fills with days older than yesterday (automatically
+//! every [`COMPACT_EVERY`] inserted samples, or through
+//! [`SqliteStore::compact_blocking`]). A (series, ts) is stored once across both, so a
+//! duplicate write is a no-op. A write batch is one `IMMEDIATE` transaction that also
+//! recomputes the hourly and daily rollups it touched (see [`super::rollup`]): when
+//! `write` returns, samples and rollups are durable together (WAL, synchronous=NORMAL
+//! survives a process crash; a power cut may lose the last transactions, which the
+//! MQTT broker redelivers since they were never acknowledged). Aggregates over
+//! hour-aligned periods read hourly rollups, over day-aligned periods (day, week,
+//! month, year) daily rollups; only unaligned periods read raw samples. Retention
+//! deletes raw samples before a local midnight and keeps rollups for ever. This
+//! backend must never hold a transaction open across an await point.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
-use super::rollup;
 use super::{
     AggregateQuery, Aggregation, BucketValue, Point, Sample, StoreError, TimeSeriesStore,
     WriteReport,
 };
+use super::{chunks, rollup};
 use crate::db::{Db, DbError};
 use crate::ids::SeriesId;
 use crate::time::Timestamp;
+
+/// Inserted samples between two automatic compactions.
+pub const COMPACT_EVERY: u64 = 100_000;
 
 /// The embedded store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     db: Db,
+    since_compaction: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
     /// A store over the given database.
     pub fn new(db: Db) -> SqliteStore {
-        SqliteStore { db }
+        SqliteStore {
+            db,
+            since_compaction: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Writes a batch on the calling (blocking) thread, with its rollups, in one
@@ -43,7 +57,7 @@ impl SqliteStore {
         if samples.is_empty() {
             return Ok(WriteReport::default());
         }
-        self.db.call_blocking(|c| {
+        let inserted = self.db.call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut inserted = 0u64;
             let mut too_old = 0u64;
@@ -53,15 +67,23 @@ impl SqliteStore {
                 let mut st = tx.prepare_cached(
                     "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)",
                 )?;
+                let mut undo =
+                    tx.prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts = ?2")?;
                 for s in samples {
                     if s.ts.0 < watermark {
                         too_old += 1;
                         continue;
                     }
-                    if st.execute(params![s.series.0, s.ts.0, s.value])? > 0 {
-                        inserted += 1;
-                        touched.inserted(&tx, s.series.0, s.ts.0)?;
+                    if st.execute(params![s.series.0, s.ts.0, s.value])? == 0 {
+                        continue;
                     }
+                    if chunks::chunked(&tx, s.series.0, s.ts.0)? {
+                        // Already compacted: a redelivery.
+                        undo.execute(params![s.series.0, s.ts.0])?;
+                        continue;
+                    }
+                    inserted += 1;
+                    touched.inserted(&tx, s.series.0, s.ts.0)?;
                 }
             }
             touched.recompute(&tx)?;
@@ -73,10 +95,28 @@ impl SqliteStore {
                     "samples older than the raw retention window were not stored"
                 );
             }
-            Ok(WriteReport {
-                inserted,
-                duplicates: samples.len() as u64 - inserted,
-            })
+            Ok(inserted)
+        })?;
+        let pending = self.since_compaction.fetch_add(inserted, Ordering::Relaxed) + inserted;
+        if pending >= COMPACT_EVERY {
+            self.since_compaction.store(0, Ordering::Relaxed);
+            // Days before yesterday (UTC) are closed for all but late samples.
+            self.compact_blocking(Timestamp::now().plus_millis(-86_400_000))?;
+        }
+        Ok(WriteReport {
+            inserted,
+            duplicates: samples.len() as u64 - inserted,
+        })
+    }
+
+    /// Moves hot samples of UTC days before the one containing `horizon` into
+    /// compressed chunks; returns how many moved. Reads see no difference.
+    pub fn compact_blocking(&self, horizon: Timestamp) -> Result<u64, DbError> {
+        self.db.call_blocking(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let moved = chunks::compact(&tx, horizon.0)?;
+            tx.commit()?;
+            Ok(moved)
         })
     }
 
@@ -85,7 +125,7 @@ impl SqliteStore {
     pub fn rebuild_rollups_blocking(&self) -> Result<(), DbError> {
         self.db.call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for s in series_ids(&tx)? {
+            for s in chunks::series_ids(&tx)? {
                 rollup::rebuild_series(&tx, s)?;
             }
             tx.commit()?;
@@ -104,55 +144,36 @@ impl SqliteStore {
                 return Ok(0);
             }
             let mut deleted = 0u64;
-            for s in series_ids(&tx)? {
+            for s in chunks::series_ids(&tx)? {
                 // Keep the last dropped sample: the step from it to the first kept one
                 // must stay computable when a late sample lands after the cut.
-                if let Some(anchor) = rollup::last_before(&tx, s, cut)? {
+                if let Some(anchor) = chunks::last_before(&tx, s, cut)? {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO retention_anchors (series_id, ts, value)
                          VALUES (?1, ?2, ?3)",
                     )?
                     .execute(params![s, anchor.ts.0, anchor.value])?;
                 }
-                deleted += tx
-                    .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts < ?2")?
-                    .execute(params![s, cut])? as u64;
+                deleted += chunks::delete_before(&tx, s, cut)?;
             }
             rollup::set_watermark(&tx, cut)?;
             tx.commit()?;
             Ok(deleted)
         })
     }
-}
 
-/// The distinct series with raw samples, by index skip-scan.
-fn series_ids(c: &rusqlite::Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut out = Vec::new();
-    let mut st = c.prepare_cached("SELECT MIN(series_id) FROM samples WHERE series_id > ?1")?;
-    let mut after = i64::MIN;
-    while let Some(s) = st.query_row([after], |r| r.get::<_, Option<i64>>(0))? {
-        out.push(s);
-        after = s;
-    }
-    Ok(out)
-}
-
-fn range_blocking(
-    c: &rusqlite::Connection,
-    series: SeriesId,
-    from: i64,
-    to: i64,
-) -> rusqlite::Result<Vec<Point>> {
-    let mut st = c.prepare_cached(
-        "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
-    )?;
-    let rows = st.query_map(params![series.0, from, to], |r| {
-        Ok(Point {
-            ts: Timestamp(r.get(0)?),
-            value: r.get(1)?,
+    /// Bytes of the file in use (pages minus free pages, after a WAL checkpoint) and
+    /// raw samples stored: what `bytes per sample` is measured with. Free pages (left
+    /// by compaction and retention) are reused by later writes.
+    pub fn storage_blocking(&self) -> Result<(u64, u64), DbError> {
+        self.db.call_blocking(|c| {
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            Ok((((pages - free) * size) as u64, chunks::count(c)?))
         })
-    })?;
-    rows.collect()
+    }
 }
 
 #[async_trait]
@@ -174,7 +195,7 @@ impl TimeSeriesStore for SqliteStore {
     ) -> Result<Vec<Point>, StoreError> {
         Ok(self
             .db
-            .call(move |c| Ok(range_blocking(c, series, from.0, to.0)?))
+            .call(move |c| Ok(chunks::range(c, series.0, from.0, to.0)?))
             .await?)
     }
 
@@ -184,19 +205,8 @@ impl TimeSeriesStore for SqliteStore {
             .db
             .call(move |c| {
                 let mut out = Vec::with_capacity(series.len());
-                let mut st = c.prepare_cached(
-                    "SELECT ts, value FROM samples WHERE series_id = ?1 ORDER BY ts DESC LIMIT 1",
-                )?;
                 for s in series {
-                    if let Some(p) = st
-                        .query_row([s.0], |r| {
-                            Ok(Point {
-                                ts: Timestamp(r.get(0)?),
-                                value: r.get(1)?,
-                            })
-                        })
-                        .optional()?
-                    {
+                    if let Some(p) = chunks::latest(c, s.0)? {
                         out.push((s, p));
                     }
                 }
@@ -230,7 +240,7 @@ impl TimeSeriesStore for SqliteStore {
                     if q.aggregation == Aggregation::Consumption {
                         pts.extend(rollup::last_before(c, s.0, from)?);
                     }
-                    pts.extend(range_blocking(c, s, from, to)?);
+                    pts.extend(chunks::range(c, s.0, from, to)?);
                     all.push(pts);
                 }
                 Ok(super::aggregate_points(&all, q.aggregation, &q.periods))
@@ -247,12 +257,7 @@ impl TimeSeriesStore for SqliteStore {
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .call(|c| {
-                Ok(c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get::<_, i64>(0))? as u64)
-            })
-            .await?)
+        Ok(self.db.call(|c| Ok(chunks::count(c)?)).await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -269,7 +274,7 @@ impl TimeSeriesStore for SqliteStore {
     async fn series_ids(&self) -> Result<Vec<SeriesId>, StoreError> {
         Ok(self
             .db
-            .call(|c| Ok(series_ids(c)?.into_iter().map(SeriesId).collect()))
+            .call(|c| Ok(chunks::series_ids(c)?.into_iter().map(SeriesId).collect()))
             .await?)
     }
 
@@ -279,22 +284,9 @@ impl TimeSeriesStore for SqliteStore {
         after: Timestamp,
         limit: usize,
     ) -> Result<Vec<Point>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         Ok(self
             .db
-            .call(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts > ?2
-                     ORDER BY ts LIMIT ?3",
-                )?;
-                let rows = st.query_map(params![series.0, after.0, limit], |r| {
-                    Ok(Point {
-                        ts: Timestamp(r.get(0)?),
-                        value: r.get(1)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
+            .call(move |c| Ok(chunks::range_after(c, series.0, after.0, limit)?))
             .await?)
     }
 }

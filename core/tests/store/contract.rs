@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vigie_core::store::{
-    AggregateQuery, Aggregation, Point, Sample, TimeSeriesStore, aggregate_points, bucket_query,
+    AggregateQuery, Aggregation, Point, Sample, SqliteStore, TimeSeriesStore, aggregate_points,
+    bucket_query,
 };
 use vigie_core::time::{Bucket, periods};
 use vigie_core::{SeriesId, Timestamp};
@@ -20,10 +21,18 @@ pub(crate) enum Visibility {
     Immediate,
     /// After `GET <url>/internal/force_flush` (VictoriaMetrics).
     VictoriaMetricsFlush(String),
+    /// At once, and the embedded store compacts everything written so far into
+    /// chunks at each settle, so reads and redeliveries cross both tiers.
+    Compacting(Arc<SqliteStore>),
 }
 
 impl Visibility {
     pub(crate) async fn settle(&self) {
+        if let Visibility::Compacting(store) = self {
+            store
+                .compact_blocking(Timestamp(i64::MAX / 2))
+                .expect("compact");
+        }
         if let Visibility::VictoriaMetricsFlush(url) = self {
             let r = reqwest::get(format!("{url}/internal/force_flush"))
                 .await
@@ -95,6 +104,7 @@ pub(crate) async fn contract(store: Arc<dyn TimeSeriesStore>, visibility: Visibi
     // Out-of-order arrival in two batches, then the first batch redelivered.
     let (late, early) = samples.split_at(samples.len() / 2);
     store.write(early).await.expect("write early");
+    visibility.settle().await;
     store.write(late).await.expect("write late");
     store.write(early).await.expect("redeliver");
     visibility.settle().await;
@@ -176,6 +186,12 @@ pub(crate) async fn contract(store: Arc<dyn TimeSeriesStore>, visibility: Visibi
 async fn the_embedded_store_meets_the_contract() {
     let (_dir, store) = sqlite_store();
     contract(store, Visibility::Immediate, 1_000).await;
+}
+
+#[tokio::test]
+async fn the_embedded_store_meets_the_contract_across_compacted_chunks() {
+    let (_dir, store) = sqlite_store();
+    contract(store.clone(), Visibility::Compacting(store), 1_000).await;
 }
 
 #[tokio::test]

@@ -100,6 +100,13 @@ proptest! {
                 if (seed >> (i % 64)) & 1 == 1 {
                     store.write(b).await.expect("rewrite");
                 }
+                // Compact now and then, everything or the days before mid-March, so
+                // that late samples and redeliveries meet compressed chunks.
+                match (seed >> ((i + 17) % 64)) & 7 {
+                    0 => { store.compact_blocking(Timestamp(i64::MAX / 2)).expect("compact"); }
+                    1 => { store.compact_blocking(paris(2026, 3, 15, 12, 0)).expect("compact"); }
+                    _ => {}
+                }
             }
             let series = [vec![SeriesId(1)], vec![SeriesId(2)], vec![SeriesId(1), SeriesId(2)]];
             for bucket in [Bucket::Day, Bucket::Month, Bucket::Week, Bucket::Hour] {
@@ -191,6 +198,10 @@ async fn retention_removes_old_raw_samples_and_keeps_daily_and_monthly_consumpti
     let before_monthly = store.aggregate(&monthly).await.expect("monthly");
     let before_count = store.count().await.expect("count");
 
+    // January to March in compressed chunks (UTC days: one straddles the cut below).
+    store
+        .compact_blocking(paris(2026, 4, 1, 0, 0))
+        .expect("compact");
     let removed = store
         .retain(paris(2026, 3, 1, 12, 0))
         .await

@@ -1,0 +1,315 @@
+//! Raw samples of the embedded store in two tiers: the hot `samples` table (recent
+//! and late samples, one row each) and `sample_chunks` (one compressed row per series
+//! and UTC day, see [`super::codec`]), with reads that merge both.
+//!
+//! Invariants: a (series, ts) is in at most one tier (writes check the chunk before
+//! keeping a hot row); a chunk holds samples of one UTC day only, keyed by its first
+//! instant. Compaction moves hot rows of days before a horizon into chunks (decoding
+//! and re-encoding a day's chunk when late rows join it). This module must never
+//! change a value or drop a sample when moving it between tiers.
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Point;
+use super::codec::{self, CorruptChunk};
+use crate::time::Timestamp;
+
+const DAY: i64 = 86_400_000;
+
+fn window(ts: i64) -> i64 {
+    ts.div_euclid(DAY).saturating_mul(DAY)
+}
+
+fn corrupt(e: CorruptChunk) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(e))
+}
+
+fn point(r: &rusqlite::Row<'_>) -> rusqlite::Result<Point> {
+    Ok(Point {
+        ts: Timestamp(r.get(0)?),
+        value: r.get(1)?,
+    })
+}
+
+/// A stored chunk: its first instant and its decoded points.
+fn chunk_at(c: &Connection, series: i64, start: i64) -> rusqlite::Result<Vec<Point>> {
+    let data: Vec<u8> = c
+        .prepare_cached("SELECT data FROM sample_chunks WHERE series_id = ?1 AND start = ?2")?
+        .query_row(params![series, start], |r| r.get(0))?;
+    codec::decode(&data).map_err(corrupt)
+}
+
+/// The chunk of the UTC day containing `ts`: (first instant, last instant).
+fn chunk_of_day(c: &Connection, series: i64, ts: i64) -> rusqlite::Result<Option<(i64, i64)>> {
+    let w = window(ts);
+    c.prepare_cached(
+        "SELECT start, end FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND start < ?3",
+    )?
+    .query_row(params![series, w, w.saturating_add(DAY)], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+}
+
+/// Whether a chunk already holds (series, ts).
+pub(crate) fn chunked(c: &Connection, series: i64, ts: i64) -> rusqlite::Result<bool> {
+    match chunk_of_day(c, series, ts)? {
+        Some((start, end)) if start <= ts && ts <= end => Ok(chunk_at(c, series, start)?
+            .binary_search_by_key(&ts, |p| p.ts.0)
+            .is_ok()),
+        _ => Ok(false),
+    }
+}
+
+/// Points of `series` with `from <= ts < to`, both tiers, in time order.
+pub(crate) fn range(
+    c: &Connection,
+    series: i64,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<Point>> {
+    let mut out: Vec<Point> = c
+        .prepare_cached(
+            "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
+        )?
+        .query_map(params![series, from, to], point)?
+        .collect::<rusqlite::Result<_>>()?;
+    let hot = out.len();
+    let mut st = c.prepare_cached(
+        "SELECT data FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND start < ?3
+         AND end >= ?4 ORDER BY start",
+    )?;
+    let blobs = st.query_map(params![series, window(from), to, from], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })?;
+    for b in blobs {
+        let pts = codec::decode(&b?).map_err(corrupt)?;
+        out.extend(pts.into_iter().filter(|p| from <= p.ts.0 && p.ts.0 < to));
+    }
+    if hot > 0 && out.len() > hot {
+        out.sort_by_key(|p| p.ts);
+    }
+    Ok(out)
+}
+
+/// Up to `limit` points of `series` strictly after `after`, both tiers, in order.
+pub(crate) fn range_after(
+    c: &Connection,
+    series: i64,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Point>> {
+    let lim = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut out: Vec<Point> = c
+        .prepare_cached(
+            "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts > ?2 ORDER BY ts LIMIT ?3",
+        )?
+        .query_map(params![series, after, lim], point)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut st = c.prepare_cached(
+        "SELECT data FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND end > ?3 ORDER BY start",
+    )?;
+    let mut rows = st.query(params![series, window(after), after])?;
+    let mut from_chunks = 0usize;
+    while from_chunks < limit {
+        let Some(r) = rows.next()? else { break };
+        let pts = codec::decode(&r.get::<_, Vec<u8>>(0)?).map_err(corrupt)?;
+        let before = out.len();
+        out.extend(pts.into_iter().filter(|p| p.ts.0 > after));
+        from_chunks += out.len() - before;
+    }
+    out.sort_by_key(|p| p.ts);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// The last point of `series` strictly before `before`, both tiers.
+pub(crate) fn last_before(
+    c: &Connection,
+    series: i64,
+    before: i64,
+) -> rusqlite::Result<Option<Point>> {
+    let hot = c
+        .prepare_cached("SELECT ts, value FROM samples WHERE series_id = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1")?
+        .query_row(params![series, before], point)
+        .optional()?;
+    let start: Option<i64> = c
+        .prepare_cached(
+            "SELECT start FROM sample_chunks WHERE series_id = ?1 AND start < ?2 ORDER BY start DESC LIMIT 1",
+        )?
+        .query_row(params![series, before], |r| r.get(0))
+        .optional()?;
+    let chunked = match start {
+        Some(s) => chunk_at(c, series, s)?
+            .into_iter()
+            .take_while(|p| p.ts.0 < before)
+            .last(),
+        None => None,
+    };
+    Ok(match (hot, chunked) {
+        (Some(a), Some(b)) => Some(if a.ts > b.ts { a } else { b }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// The instant of the first point of `series` strictly after `after`, both tiers.
+pub(crate) fn next_after(c: &Connection, series: i64, after: i64) -> rusqlite::Result<Option<i64>> {
+    let hot: Option<i64> = c
+        .prepare_cached(
+            "SELECT ts FROM samples WHERE series_id = ?1 AND ts > ?2 ORDER BY ts LIMIT 1",
+        )?
+        .query_row(params![series, after], |r| r.get(0))
+        .optional()?;
+    let mut st = c.prepare_cached(
+        "SELECT start FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND end > ?3
+         ORDER BY start LIMIT 1",
+    )?;
+    let chunk: Option<i64> = st
+        .query_row(params![series, window(after), after], |r| r.get(0))
+        .optional()?;
+    let chunked = match chunk {
+        Some(s) if s > after => Some(s),
+        Some(s) => chunk_at(c, series, s)?
+            .into_iter()
+            .map(|p| p.ts.0)
+            .find(|&t| t > after),
+        None => None,
+    };
+    Ok(match (hot, chunked) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// The latest point of `series`, both tiers.
+pub(crate) fn latest(c: &Connection, series: i64) -> rusqlite::Result<Option<Point>> {
+    let hot = c
+        .prepare_cached(
+            "SELECT ts, value FROM samples WHERE series_id = ?1 ORDER BY ts DESC LIMIT 1",
+        )?
+        .query_row([series], point)
+        .optional()?;
+    let chunked = c
+        .prepare_cached(
+            "SELECT end, last_value FROM sample_chunks WHERE series_id = ?1 ORDER BY start DESC LIMIT 1",
+        )?
+        .query_row([series], point)
+        .optional()?;
+    Ok(match (hot, chunked) {
+        (Some(a), Some(b)) => Some(if a.ts > b.ts { a } else { b }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Number of raw samples, both tiers.
+pub(crate) fn count(c: &Connection) -> rusqlite::Result<u64> {
+    let hot: i64 = c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))?;
+    let chunked: i64 = c.query_row("SELECT COALESCE(SUM(n), 0) FROM sample_chunks", [], |r| {
+        r.get(0)
+    })?;
+    Ok((hot + chunked) as u64)
+}
+
+fn skip_scan(c: &Connection, table: &str) -> rusqlite::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    let mut st = c.prepare_cached(&format!(
+        "SELECT MIN(series_id) FROM {table} WHERE series_id > ?1"
+    ))?;
+    let mut after = i64::MIN;
+    while let Some(s) = st.query_row([after], |r| r.get::<_, Option<i64>>(0))? {
+        out.push(s);
+        after = s;
+    }
+    Ok(out)
+}
+
+/// The distinct series with raw samples in either tier, in order.
+pub(crate) fn series_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
+    let mut ids = skip_scan(c, "samples")?;
+    ids.extend(skip_scan(c, "sample_chunks")?);
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+fn put_chunk(c: &Connection, series: i64, points: &[Point]) -> rusqlite::Result<()> {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Ok(());
+    };
+    c.prepare_cached(
+        "INSERT INTO sample_chunks (series_id, start, end, n, last_value, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        series,
+        first.ts.0,
+        last.ts.0,
+        points.len() as i64,
+        last.value,
+        codec::encode(points)
+    ])?;
+    Ok(())
+}
+
+fn delete_chunk(c: &Connection, series: i64, start: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM sample_chunks WHERE series_id = ?1 AND start = ?2")?
+        .execute(params![series, start])?;
+    Ok(())
+}
+
+/// Deletes the raw samples of `series` before `cut`, both tiers; returns how many.
+pub(crate) fn delete_before(c: &Connection, series: i64, cut: i64) -> rusqlite::Result<u64> {
+    let mut deleted = c
+        .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts < ?2")?
+        .execute(params![series, cut])? as u64;
+    let whole: i64 = c
+        .prepare_cached(
+            "SELECT COALESCE(SUM(n), 0) FROM sample_chunks WHERE series_id = ?1 AND end < ?2",
+        )?
+        .query_row(params![series, cut], |r| r.get(0))?;
+    c.prepare_cached("DELETE FROM sample_chunks WHERE series_id = ?1 AND end < ?2")?
+        .execute(params![series, cut])?;
+    deleted += whole as u64;
+    // A chunk straddling the cut keeps its later part.
+    if let Some((start, _)) = chunk_of_day(c, series, cut)?.filter(|(s, _)| *s < cut) {
+        let pts = chunk_at(c, series, start)?;
+        let keep: Vec<Point> = pts.iter().copied().filter(|p| p.ts.0 >= cut).collect();
+        deleted += (pts.len() - keep.len()) as u64;
+        delete_chunk(c, series, start)?;
+        put_chunk(c, series, &keep)?;
+    }
+    Ok(deleted)
+}
+
+/// Moves hot samples of UTC days wholly before `horizon` into chunks; returns how many
+/// samples moved.
+pub(crate) fn compact(c: &Connection, horizon: i64) -> rusqlite::Result<u64> {
+    let limit = window(horizon);
+    let mut moved = 0u64;
+    for series in skip_scan(c, "samples")? {
+        let hot: Vec<Point> = c
+            .prepare_cached(
+                "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts < ?2 ORDER BY ts",
+            )?
+            .query_map(params![series, limit], point)?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut i = 0;
+        while i < hot.len() {
+            let w = window(hot[i].ts.0);
+            let j = i + hot[i..].partition_point(|p| window(p.ts.0) == w);
+            let mut day = hot[i..j].to_vec();
+            if let Some((start, _)) = chunk_of_day(c, series, w)? {
+                day.extend(chunk_at(c, series, start)?);
+                day.sort_by_key(|p| p.ts);
+                delete_chunk(c, series, start)?;
+            }
+            put_chunk(c, series, &day)?;
+            moved += (j - i) as u64;
+            i = j;
+        }
+        c.prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts < ?2")?
+            .execute(params![series, limit])?;
+    }
+    Ok(moved)
+}
