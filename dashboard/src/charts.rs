@@ -125,7 +125,13 @@ fn draw_bars<DB: DrawingBackend>(
     let min = values().fold(0.0_f64, f64::min);
     let top = if max > 0.0 { max * 1.1 } else { 1.0 };
     let bottom = if min < 0.0 { min * 1.1 } else { 0.0 };
-    let decimals = format::auto_decimals(top - bottom).min(1);
+    // Enough decimals to tell neighbouring ticks apart (about six ticks on the axis).
+    let tick = (top - bottom) / 6.0;
+    let decimals = if tick >= 1.0 {
+        0
+    } else {
+        ((-tick.log10()).ceil() as usize).min(4)
+    };
     // An integer range is inclusive in plotters: segments 0..=last, one per bar (at
     // least two segments: a one-segment axis is degenerate).
     let last = i32::try_from(bars.len().max(2) - 1).unwrap_or(i32::MAX);
@@ -224,6 +230,23 @@ mod tests {
         let svg = bar_chart_svg("Eau", "m³", &bars(&[Some(2000.0), Some(1500.5)])).expect("chart");
         // 2 200 is the top of the axis (max × 1,1): some tick has a grouped thousand.
         assert!(svg.contains('\u{202F}'), "{svg}");
+    }
+
+    #[test]
+    fn small_values_get_distinct_y_tick_labels() {
+        let svg = bar_chart_svg("Eau", "m³", &bars(&[Some(0.23), Some(0.09)])).expect("chart");
+        let labels: Vec<&str> = svg
+            .split("</text>")
+            .filter_map(|t| t.rsplit('>').next().map(str::trim))
+            .filter(|t| t.starts_with("0,"))
+            .collect();
+        let distinct: std::collections::HashSet<_> = labels.iter().collect();
+        assert!(labels.len() >= 3, "{labels:?}");
+        assert_eq!(
+            distinct.len(),
+            labels.len(),
+            "duplicate tick labels: {labels:?}"
+        );
     }
 
     #[test]
