@@ -63,6 +63,7 @@ pub fn page(session: &SessionUser, title: &str, content: Markup) -> Markup {
                     nav {
                         a href="/" { "Bâtiments" }
                         @if is_staff(&session.user) {
+                            a href="/devices/pending" { "Appareils en attente" }
                             a href="/quarantine" { "Quarantaine" }
                         }
                     }
