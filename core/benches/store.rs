@@ -135,14 +135,14 @@ async fn run(
     store: Arc<dyn TimeSeriesStore>,
     d: &Data,
     base: i64,
-    size: impl AsyncFnOnce() -> Option<u64>,
+    size: impl AsyncFnOnce() -> Option<(u64, u64)>,
 ) -> Figures {
     let (n1, t1) = write_all(store.as_ref(), &d.long).await;
     let (n2, t2) = write_all(store.as_ref(), &d.wide).await;
     let (n3, t3) = write_all(store.as_ref(), &d.minute).await;
     store.flush().await.expect("flush");
     tokio::time::sleep(Duration::from_secs(if name == "sqlite" { 0 } else { 2 })).await;
-    let bytes = size().await.map(|b| b as f64 / d.samples as f64);
+    let bytes = size().await.map(|(b, n)| b as f64 / n.max(1) as f64);
     println!(
         "{name}: wrote {} samples ({n1} long + {n2} wide + {n3} one-minute)",
         n1 + n2 + n3
@@ -213,19 +213,21 @@ async fn run(
     }
 }
 
-async fn vm_bytes(url: &str) -> Option<u64> {
+/// VictoriaMetrics' bytes on disk (data and index) and rows stored, from `/metrics`.
+async fn vm_storage(url: &str) -> Option<(u64, u64)> {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    Some(
+    let sum = |prefix: &str| -> u64 {
         text.lines()
-            .filter(|l| l.starts_with("vm_data_size_bytes{"))
+            .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64,
-    )
+            .sum::<f64>() as u64
+    };
+    Some((sum("vm_data_size_bytes{"), sum("vm_rows{type=\"storage/")))
 }
 
 fn print(figs: &[Figures]) {
@@ -246,10 +248,13 @@ fn print(figs: &[Figures]) {
     row("write, live 10,000-series batches (samples/s)", &|f| {
         format!("{:.0}", f.write_live)
     });
-    row("bytes per stored sample", &|f| {
-        f.bytes_per_sample
-            .map_or("n/a".into(), |b| format!("{b:.1}"))
-    });
+    row(
+        "bytes per raw sample (SQLite: samples + chunks tables; VM: data + index)",
+        &|f| {
+            f.bytes_per_sample
+                .map_or("n/a".into(), |b| format!("{b:.1}"))
+        },
+    );
     row("(a) year of daily consumption, 3 energies (median)", &|f| {
         format!("{:.2} ms", f.a.as_secs_f64() * 1e3)
     });
@@ -284,28 +289,32 @@ async fn main() {
             .compact_blocking(Timestamp::now().plus_millis(-DAY))
             .ok()?;
         let (bytes, samples) = compactor.storage_blocking().ok()?;
-        let parts = db
+        let tables = db
             .call(|c| {
-                let chunk: (i64, i64, i64) = c.query_row(
-                    "SELECT COALESCE(SUM(length(data)), 0), COALESCE(SUM(n), 0), COUNT(*)
-                     FROM sample_chunks",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                let mut st = c.prepare(
+                    "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC",
                 )?;
-                let hot: i64 = c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))?;
-                let rollups: i64 = c.query_row("SELECT COUNT(*) FROM rollups", [], |r| r.get(0))?;
-                Ok((chunk, hot, rollups))
+                let rows =
+                    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
             .ok()?;
-        let ((payload, chunked, chunks), hot, rollups) = parts;
+        let raw: i64 = tables
+            .iter()
+            .filter(|(n, _)| n == "samples" || n == "sample_chunks")
+            .map(|(_, b)| b)
+            .sum();
         println!(
-            "sqlite: last compaction moved {moved}; {samples} samples = {chunked} in {chunks} \
-             chunks ({:.2} payload bytes/sample) + {hot} hot; {rollups} rollup rows; \
-             file {bytes} bytes",
-            payload as f64 / chunked.max(1) as f64
+            "sqlite: last compaction moved {moved}; file in use {bytes} bytes for {samples} samples"
         );
-        Some(bytes)
+        for (name, b) in tables.iter().take(4) {
+            println!(
+                "  {name}: {b} bytes ({:.2} per sample)",
+                *b as f64 / samples as f64
+            );
+        }
+        Some((raw as u64, samples))
     };
     let mut figs = vec![run("sqlite", sqlite.clone(), &d, 0, size).await];
     println!("embedded file: {}", path.display());
@@ -322,10 +331,13 @@ async fn main() {
         };
         let vm =
             Arc::new(RemoteStore::new(&config, Arc::new(StaticLabels::default())).expect("vm"));
-        let before = vm_bytes(&url).await;
         let size = async || {
+            // Whole server: bytes of data and index over rows stored, after merges had
+            // a few seconds (other data on the server counts too).
             tokio::time::sleep(Duration::from_secs(5)).await;
-            Some(vm_bytes(&url).await?.saturating_sub(before?))
+            let (bytes, rows) = vm_storage(&url).await?;
+            println!("victoriametrics: {bytes} bytes for {rows} rows on the server");
+            Some((bytes, rows))
         };
         figs.push(run("victoriametrics", vm, &d, base, size).await);
     } else {
