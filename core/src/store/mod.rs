@@ -148,7 +148,10 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     async fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<BucketValue>, StoreError>;
 
     /// Deletes raw samples older than `before`; aggregates of older periods must not
-    /// change. Returns how many raw samples were removed.
+    /// change. Returns how many raw samples were removed. The embedded store cuts at
+    /// the Paris midnight starting `before`'s day (so no rollup bucket is left half
+    /// raw) and then refuses samples older than the cut; remote backends delete
+    /// nothing (their server's retention applies).
     async fn retain(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Number of raw samples stored (all series).
@@ -203,5 +206,22 @@ pub fn bucket_query(
         series,
         aggregation,
         periods: crate::time::periods(from, to, bucket),
+    }
+}
+
+/// The store the configuration asks for: the embedded store over `db` when
+/// `tsdb.url` is empty, else the remote backend tagging samples from `registry`.
+pub fn from_config(
+    tsdb: &crate::config::TsdbConfig,
+    db: crate::db::Db,
+    registry: crate::registry::Registry,
+) -> Result<std::sync::Arc<dyn TimeSeriesStore>, StoreError> {
+    if tsdb.url.trim().is_empty() {
+        Ok(std::sync::Arc::new(SqliteStore::new(db)))
+    } else {
+        Ok(std::sync::Arc::new(RemoteStore::new(
+            tsdb,
+            std::sync::Arc::new(registry),
+        )?))
     }
 }
