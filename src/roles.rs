@@ -15,7 +15,8 @@ use vigie_core::config::Config;
 use vigie_core::db::Db;
 use vigie_core::metrics::Metrics;
 use vigie_core::registry::{Registry, Scope, random_password};
-use vigie_core::store::{SqliteStore, TimeSeriesStore};
+use vigie_core::Timestamp;
+use vigie_core::store::TimeSeriesStore;
 
 use crate::shutdown::Shutdown;
 
@@ -75,13 +76,39 @@ struct Stores {
 fn open_stores(config: &Config) -> Result<Stores> {
     let db = Db::open_dir(&config.storage.data_dir)?;
     let registry = Registry::new(db.clone());
-    if !config.tsdb.url.is_empty() {
-        anyhow::bail!(
-            "VIGIE_TSDB_URL is set but the remote time-series backend is not wired in this build yet"
-        );
-    }
-    let store: Arc<dyn TimeSeriesStore> = Arc::new(SqliteStore::new(db));
+    let store = vigie_core::store::from_config(&config.tsdb, db, registry.clone())
+        .context("time-series backend (tsdb.url / VIGIE_TSDB_URL)")?;
+    tracing::info!("time series in the {} store", store.name());
     Ok(Stores { registry, store })
+}
+
+/// Deletes raw samples older than the retention window once a day (rollups stay).
+fn spawn_retention(
+    config: &Config,
+    store: Arc<dyn TimeSeriesStore>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let days = config.storage.raw_retention_days;
+    if days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            let before = Timestamp::now().plus_millis(-i64::from(days) * 86_400_000);
+            match store.retain(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "retention: deleted {n} raw samples older than {days} days (rollups kept)"
+                ),
+                Err(e) => tracing::warn!("retention: {e}"),
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+            }
+        }
+    });
 }
 
 /// Creates the first admin if there is no user yet.
@@ -222,6 +249,7 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
         config.http.session_ttl.0,
     );
     let web = tokio::spawn(vigie_dashboard::serve(listener, state, parts.wait()));
+    spawn_retention(&config, stores.store.clone(), parts.wait());
 
     if simulate && config.mqtt.device_auth && config.mqtt.url.is_empty() {
         tracing::warn!(

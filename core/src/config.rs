@@ -38,12 +38,16 @@ pub struct Config {
 pub struct StorageConfig {
     /// Directory holding `vigie.db` (registry and embedded time series).
     pub data_dir: PathBuf,
+    /// Days of raw samples kept by the embedded store; older raw samples are deleted
+    /// once a day while hourly and daily rollups are kept for ever. 0 = keep raw for ever.
+    pub raw_retention_days: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
+            raw_retention_days: 730,
         }
     }
 }
