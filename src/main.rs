@@ -5,6 +5,8 @@
 //! simulator; `vigie user …` manages users on the data dir, even while vigie runs.
 //! This is the only place that reads files and the environment for configuration.
 
+mod bench;
+mod broker_cmd;
 mod roles;
 mod settings;
 mod shutdown;
@@ -46,6 +48,15 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Device MQTT credentials.
+    #[command(subcommand)]
+    Device(broker_cmd::DeviceCommand),
+    /// External broker configuration.
+    #[command(subcommand)]
+    Broker(broker_cmd::BrokerCommand),
+    /// Measure ingest throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +82,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::User(cmd) => user::run(&config, cmd),
+        Command::Device(cmd) => broker_cmd::run_device(&config, cmd),
+        Command::Broker(cmd) => broker_cmd::run_broker(&config, cmd),
+        Command::Bench(cmd) => runtime()?.block_on(bench::run(config, cmd)),
         Command::Run { demo } => runtime()?.block_on(roles::run_all(config, demo)),
         Command::Ingest => runtime()?.block_on(roles::run_ingest(config)),
         Command::Dashboard => runtime()?.block_on(roles::run_dashboard(config)),

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use vigie_core::Timestamp;
 use vigie_core::config::Config;
 use vigie_core::db::Db;
 use vigie_core::metrics::Metrics;
 use vigie_core::registry::{Registry, Scope, random_password};
-use vigie_core::Timestamp;
 use vigie_core::store::TimeSeriesStore;
 
 use crate::shutdown::Shutdown;

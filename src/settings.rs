@@ -78,6 +78,21 @@ pub(crate) fn apply_env(config: &mut Config, get: impl Fn(&str) -> Option<String
     if let Some(v) = get("VIGIE_MQTT_PASSWORD") {
         config.mqtt.password = v;
     }
+    if let Some(v) = get("VIGIE_MQTT_CLIENT_ID").filter(|v| !v.is_empty()) {
+        config.mqtt.client_id = v;
+    }
+    if let Some(v) = get("VIGIE_MQTT_SHARED_GROUP") {
+        config.mqtt.shared_group = v;
+    }
+    if let Some(v) = get("VIGIE_MQTT_DEVICE_AUTH").filter(|v| !v.is_empty()) {
+        config.mqtt.device_auth = match v.as_str() {
+            "true" | "1" | "on" => true,
+            "false" | "0" | "off" => false,
+            _ => bail!(
+                "environment variable VIGIE_MQTT_DEVICE_AUTH: found {v:?}, expected true or false"
+            ),
+        };
+    }
     if let Some(v) = get("VIGIE_TSDB_URL") {
         config.tsdb.url = v;
     }

@@ -6,8 +6,15 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::registry::QuarantineReason;
+
+/// Upper bounds of the batch commit latency histogram, in microseconds.
+const COMMIT_BUCKETS_MICROS: [u64; 12] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    10_000_000,
+];
 
 /// The process's metrics; share it in an `Arc`.
 #[derive(Debug, Default)]
@@ -24,6 +31,8 @@ pub struct Metrics {
     pub batches_committed: AtomicU64,
     /// Sum of batch commit durations, microseconds.
     pub batch_commit_micros_sum: AtomicU64,
+    /// Batch commits per latency bucket (not cumulative; see [`Metrics::observe_batch_commit`]).
+    batch_commit_buckets: [AtomicU64; COMMIT_BUCKETS_MICROS.len() + 1],
     /// Batch commits that failed (the batch is retried, nothing acked).
     pub batch_commit_failures: AtomicU64,
     /// Messages received but not yet committed and acknowledged.
@@ -51,6 +60,18 @@ impl Metrics {
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.quarantined[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records one successful batch commit that took `took` (sum and histogram).
+    pub fn observe_batch_commit(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.batch_commit_micros_sum
+            .fetch_add(micros, Ordering::Relaxed);
+        let i = COMMIT_BUCKETS_MICROS
+            .iter()
+            .position(|b| micros <= *b)
+            .unwrap_or(COMMIT_BUCKETS_MICROS.len());
+        self.batch_commit_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Items quarantined for `reason` since start.
@@ -104,7 +125,21 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP vigie_ingest_batch_commit_seconds_sum Total time spent committing batches.\n# TYPE vigie_ingest_batch_commit_seconds_sum counter\nvigie_ingest_batch_commit_seconds_sum {:.6}",
+            "# HELP vigie_ingest_batch_commit_seconds Time to commit one batch (store and registry), successful commits.\n# TYPE vigie_ingest_batch_commit_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (i, bound) in COMMIT_BUCKETS_MICROS.iter().enumerate() {
+            cumulative += get(&self.batch_commit_buckets[i]);
+            let _ = writeln!(
+                out,
+                "vigie_ingest_batch_commit_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        cumulative += get(&self.batch_commit_buckets[COMMIT_BUCKETS_MICROS.len()]);
+        let _ = writeln!(
+            out,
+            "vigie_ingest_batch_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}\nvigie_ingest_batch_commit_seconds_sum {:.6}\nvigie_ingest_batch_commit_seconds_count {cumulative}",
             get(&self.batch_commit_micros_sum) as f64 / 1e6
         );
         let _ = writeln!(
@@ -159,5 +194,26 @@ mod tests {
         );
         assert!(text.contains("vigie_ingest_quarantined_total{reason=\"malformed\"} 0"));
         assert!(text.contains("vigie_store_writable 1"));
+    }
+
+    #[test]
+    fn batch_commit_latency_is_a_cumulative_histogram() {
+        let m = Metrics::new();
+        m.observe_batch_commit(Duration::from_micros(800));
+        m.observe_batch_commit(Duration::from_millis(30));
+        m.observe_batch_commit(Duration::from_secs(60));
+        let text = m.render();
+        for line in [
+            "# TYPE vigie_ingest_batch_commit_seconds histogram",
+            "vigie_ingest_batch_commit_seconds_bucket{le=\"0.001\"} 1",
+            "vigie_ingest_batch_commit_seconds_bucket{le=\"0.025\"} 1",
+            "vigie_ingest_batch_commit_seconds_bucket{le=\"0.05\"} 2",
+            "vigie_ingest_batch_commit_seconds_bucket{le=\"10\"} 2",
+            "vigie_ingest_batch_commit_seconds_bucket{le=\"+Inf\"} 3",
+            "vigie_ingest_batch_commit_seconds_count 3",
+            "vigie_ingest_batch_commit_seconds_sum 60.030800",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 }

@@ -40,6 +40,12 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     if !mqtt {
         failed.push("mqtt");
     }
+    // The store answers reads but ingest's last commit failed (disk full, read-only):
+    // messages wait unacknowledged at the broker until it is writable again.
+    let writable = state.metrics.store_writable.load(Ordering::Relaxed);
+    if !writable {
+        failed.push("store_write");
+    }
     let body = json!({
         "status": if failed.is_empty() { "ok" } else { "unavailable" },
         "failed": failed,
@@ -49,6 +55,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
             "error": store.err(),
         },
         "mqtt": { "connected": mqtt },
+        "ingest": { "store_writable": writable },
     });
     let status = if failed.is_empty() {
         StatusCode::OK

@@ -16,7 +16,15 @@
 //!   [`SEGMENT_COUNT`] in-memory segments; a subscriber lagging behind by more than that
 //!   loses the oldest messages. The broker sends at most 100 unacknowledged QoS 1
 //!   messages to one subscriber (a rumqttd constant).
-//! - **No topic ACLs**, no TLS, no websockets (built without those features).
+//! - **Authentication, not authorisation.** With [`BrokerAuth`] (`mqtt.device_auth`)
+//!   every CONNECT must carry a device's current credential (registry) or ingest's own
+//!   (generated at start). A refused client sees its connection closed without a
+//!   CONNACK refusal code (rumqttd's behaviour), so devices need their own backoff.
+//!   Without it (the default) anyone who reaches the port may publish.
+//! - **No topic ACLs**: a device with valid credentials may publish under another
+//!   device's topic. Where that matters use mosquitto with the files of
+//!   `vigie broker mosquitto-config` (see [`crate::auth`]). No TLS, no websockets
+//!   (built without those features).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -26,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+use crate::auth::BrokerAuth;
 use crate::error::IngestError;
 
 /// Most simultaneous client connections.
@@ -56,6 +65,16 @@ impl EmbeddedBroker {
         listen: SocketAddr,
         max_payload_bytes: usize,
     ) -> Result<EmbeddedBroker, IngestError> {
+        EmbeddedBroker::start_with_auth(listen, max_payload_bytes, None)
+    }
+
+    /// Like [`EmbeddedBroker::start`]; with `auth`, only clients with valid
+    /// credentials may connect.
+    pub fn start_with_auth(
+        listen: SocketAddr,
+        max_payload_bytes: usize,
+        auth: Option<BrokerAuth>,
+    ) -> Result<EmbeddedBroker, IngestError> {
         // rumqttd only logs a failed bind from its own thread: try it first, here, to
         // give the caller a real error.
         let probe = TcpListener::bind(listen).map_err(|source| IngestError::BrokerBind {
@@ -70,7 +89,15 @@ impl EmbeddedBroker {
             })?;
         drop(probe);
 
-        let config = broker_config(addr, max_payload_bytes);
+        let mut config = broker_config(addr, max_payload_bytes);
+        if let Some(auth) = auth
+            && let Some(server) = config.v4.as_mut().and_then(|v4| v4.values_mut().next())
+        {
+            server.set_auth_handler(move |_client_id, username, password| {
+                let auth = auth.clone();
+                async move { auth.check(username, password).await }
+            });
+        }
         let (done_tx, done_rx) = mpsc::channel::<String>();
         let thread = thread::Builder::new()
             .name("vigie-mqtt-broker".into())
@@ -206,5 +233,70 @@ mod tests {
         let s = v4.values().next().unwrap();
         assert!(s.connections.max_payload_size > 1 << 20);
         assert!(c.router.max_connections >= MAX_CONNECTIONS);
+    }
+
+    /// Connects with `login` and says whether the broker accepted (CONNACK).
+    async fn connects(addr: SocketAddr, login: Option<(&str, &str)>) -> bool {
+        let mut o = rumqttc::MqttOptions::new("t", addr.ip().to_string(), addr.port());
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        let (_c, mut ev) = rumqttc::AsyncClient::new(o, 10);
+        let polled = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match ev.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
+                        return a.code == rumqttc::ConnectReturnCode::Success;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        polled.expect("an answer or a closed connection within 10 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn with_device_auth_only_current_credentials_may_connect() {
+        use vigie_core::registry::{Device, DeviceKind, Registry};
+        let dir = tempfile::tempdir().unwrap();
+        let db = vigie_core::db::Db::open_dir(dir.path()).unwrap();
+        let registry = Registry::new(db.clone());
+        let dev = vigie_core::DeviceId::new("meter-1").unwrap();
+        registry
+            .upsert_device(&Device::new(
+                dev.clone(),
+                None,
+                DeviceKind::ElectricityMeter,
+            ))
+            .await
+            .unwrap();
+        let old = crate::auth::issue_device_password_blocking(&registry, &dev).unwrap();
+        let password = crate::auth::issue_device_password_blocking(&registry, &dev).unwrap();
+        let auth = BrokerAuth::new(db);
+        let (ingest_user, ingest_pw) = auth.ingest_credentials();
+        let b = EmbeddedBroker::start_with_auth("127.0.0.1:0".parse().unwrap(), 1024, Some(auth))
+            .unwrap();
+        let a = b.client_addr();
+        assert!(connects(a, Some(("meter-1", &password))).await);
+        assert!(connects(a, Some((&ingest_user, &ingest_pw))).await);
+        assert!(
+            !connects(a, Some(("meter-1", &old))).await,
+            "replaced password"
+        );
+        assert!(
+            !connects(a, Some(("meter-2", &password))).await,
+            "unknown device"
+        );
+        assert!(!connects(a, Some((&ingest_user, &password))).await);
+        assert!(!connects(a, None).await, "anonymous");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_device_auth_anyone_may_connect() {
+        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        assert!(connects(b.client_addr(), None).await);
+        assert!(connects(b.client_addr(), Some(("x", "y"))).await);
     }
 }

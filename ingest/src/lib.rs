@@ -11,6 +11,7 @@
 //! This crate must never acknowledge a message before it is committed, never panic on
 //! input and never drop a message silently. See `ingest/DESIGN.md`.
 
+pub mod auth;
 pub mod broker;
 pub mod decode;
 mod error;
@@ -24,5 +25,7 @@ pub use decode::{
     DecodeContext, Decoded, Decoder, Decoders, MessageKind, NativeDecoder, Problem, Reading, Route,
 };
 pub use error::IngestError;
-pub use options::{DEFAULT_MQTT_PORT, IngestOptions, default_topics, parse_mqtt_url};
+pub use options::{
+    DEFAULT_MQTT_PORT, IngestOptions, default_topics, parse_mqtt_url, shared_topics,
+};
 pub use pipeline::{run, run_with_decoders};

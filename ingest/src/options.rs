@@ -98,11 +98,14 @@ impl IngestOptions {
             client_id: mqtt.client_id.clone(),
             credentials,
             topic_prefix: TOPIC_PREFIX.to_string(),
-            topics: [
-                default_topics(TOPIC_PREFIX),
-                crate::decode::format_topics(&ingest.formats),
-            ]
-            .concat(),
+            topics: shared_topics(
+                &[
+                    default_topics(TOPIC_PREFIX),
+                    crate::decode::format_topics(&ingest.formats),
+                ]
+                .concat(),
+                &mqtt.shared_group,
+            ),
             max_payload_bytes: mqtt.max_payload_bytes,
             batch_max_messages: ingest.batch_max_messages,
             batch_linger: ingest.batch_linger.0,
@@ -173,6 +176,20 @@ pub fn default_topics(prefix: &str) -> Vec<String> {
         format!("{prefix}/+/telemetry"),
         format!("{prefix}/+/status"),
     ]
+}
+
+/// The filters as a shared subscription of `group` (`$share/<group>/<filter>`), so that
+/// the broker gives each message to one process of the group; an empty group leaves
+/// them unchanged.
+pub fn shared_topics(filters: &[String], group: &str) -> Vec<String> {
+    let group = group.trim();
+    if group.is_empty() {
+        return filters.to_vec();
+    }
+    filters
+        .iter()
+        .map(|f| format!("$share/{group}/{f}"))
+        .collect()
 }
 
 /// Reads `mqtt://host:port` (also `tcp://`; the port defaults to 1883) into host and
@@ -301,6 +318,23 @@ mod tests {
         assert_eq!(o.batch_max_messages, 500);
         assert!(o.validate().is_ok());
         assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_shared_group_turns_every_filter_into_a_shared_subscription() {
+        let mqtt = MqttConfig {
+            shared_group: "vigie".into(),
+            ..MqttConfig::default()
+        };
+        let o = IngestOptions::from_config(&mqtt, &IngestConfig::default(), "h".into(), 1);
+        assert_eq!(
+            o.topics,
+            [
+                "$share/vigie/vigie/+/telemetry",
+                "$share/vigie/vigie/+/status"
+            ]
+        );
+        assert!(o.validate().is_ok());
     }
 
     #[test]

@@ -3,5 +3,7 @@
 //! capability.
 
 mod config;
+mod external;
+mod faults;
 mod pipeline;
 mod server;

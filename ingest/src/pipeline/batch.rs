@@ -130,10 +130,7 @@ impl Batcher {
             let started = std::time::Instant::now();
             match self.committer.commit(messages.clone()).await {
                 Ok((plan, report)) => {
-                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    self.metrics
-                        .batch_commit_micros_sum
-                        .fetch_add(micros, Ordering::Relaxed);
+                    self.metrics.observe_batch_commit(started.elapsed());
                     break (plan, report);
                 }
                 Err(e) => {
