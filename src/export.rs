@@ -54,7 +54,9 @@ pub(crate) async fn run(config: &Config, cmd: ExportCommand) -> Result<()> {
     match cmd {
         ExportCommand::Tsdb { restart } => {
             if config.tsdb.url.trim().is_empty() {
-                bail!("set VIGIE_TSDB_URL (and VIGIE_TSDB_TOKEN, _ORG, _BUCKET) to the destination");
+                bail!(
+                    "set VIGIE_TSDB_URL (and VIGIE_TSDB_TOKEN, _ORG, _BUCKET) to the destination"
+                );
             }
             let dst = RemoteStore::new(&config.tsdb, Arc::new(registry))
                 .context("time-series backend (VIGIE_TSDB_URL)")?;
@@ -82,7 +84,7 @@ pub(crate) async fn run(config: &Config, cmd: ExportCommand) -> Result<()> {
         }
         ExportCommand::Csv { file } => {
             let rows = if file.as_os_str() == "-" {
-                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let mut out = std::io::BufWriter::new(std::io::stdout());
                 export_csv(&src, &mut out, 10_000, &mut progress).await?
             } else {
                 let f = std::fs::File::create(&file)

@@ -7,6 +7,7 @@
 
 mod bench;
 mod broker_cmd;
+mod export;
 mod roles;
 mod settings;
 mod shutdown;
@@ -54,6 +55,9 @@ enum Command {
     /// External broker configuration.
     #[command(subcommand)]
     Broker(broker_cmd::BrokerCommand),
+    /// Stream the embedded store's history to the remote backend or to CSV.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Measure ingest throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +88,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(&config, cmd),
         Command::Device(cmd) => broker_cmd::run_device(&config, cmd),
         Command::Broker(cmd) => broker_cmd::run_broker(&config, cmd),
+        Command::Export(cmd) => runtime()?.block_on(export::run(&config, cmd)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(config, cmd)),
         Command::Run { demo } => runtime()?.block_on(roles::run_all(config, demo)),
         Command::Ingest => runtime()?.block_on(roles::run_ingest(config)),

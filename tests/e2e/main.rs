@@ -3,6 +3,7 @@
 //! capability.
 
 mod config;
+mod export;
 mod external;
 mod faults;
 mod pipeline;

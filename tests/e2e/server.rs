@@ -129,15 +129,19 @@ impl TestServer {
         format!("http://{}{}", self.http, path)
     }
 
-    /// Runs another `vigie` command on the same data dir and config.
-    pub(crate) fn vigie(&self, args: &[&str]) -> Output {
-        Command::new(vigie_bin())
-            .args(args)
+    /// Another `vigie` command on the same data dir and config, ready to run.
+    pub(crate) fn vigie_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(vigie_bin());
+        c.args(args)
             .arg("--config")
             .arg(&self.config)
-            .envs(Self::env_of(self.dir.path(), self.http, self.mqtt))
-            .output()
-            .expect("run vigie")
+            .envs(Self::env_of(self.dir.path(), self.http, self.mqtt));
+        c
+    }
+
+    /// Runs another `vigie` command on the same data dir and config.
+    pub(crate) fn vigie(&self, args: &[&str]) -> Output {
+        self.vigie_command(args).output().expect("run vigie")
     }
 
     /// A new API token for the admin, through `vigie user token`.
