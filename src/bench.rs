@@ -56,6 +56,8 @@ pub(crate) async fn run(config: Config, cmd: BenchCommand) -> Result<()> {
 }
 
 const FILTER: &str = "vigie/+/telemetry";
+/// Values (samples) per message of the recorded stream.
+const VALUES: usize = 4;
 const VIGIE_CLIENT: &str = "vigie-bench-ingest";
 const BARE_CLIENT: &str = "vigie-bench-bare";
 
@@ -70,8 +72,9 @@ pub(crate) fn recorded_stream(messages: usize, devices: usize) -> Vec<(String, V
             let power = 500.0 + (i % 997) as f64 * 1.5;
             let temp = 19.0 + (i % 50) as f64 / 10.0;
             let co2 = 400 + i % 800;
+            let rh = 35.0 + (i % 300) as f64 / 10.0;
             let payload = format!(
-                r#"{{"ts":"{ts}","values":{{"power_w":{power:.1},"temperature_c":{temp:.1},"co2_ppm":{co2}}}}}"#
+                r#"{{"ts":"{ts}","values":{{"power_w":{power:.1},"temperature_c":{temp:.1},"humidity_pct":{rh:.1},"co2_ppm":{co2}}}}}"#
             );
             (format!("vigie/bench-{d:04}/telemetry"), payload.into_bytes())
         })
@@ -85,7 +88,7 @@ async fn ingest(config: Config, args: IngestBenchArgs) -> Result<()> {
     let stream = recorded_stream(args.messages, args.devices);
     let n = stream.len();
     let bytes: usize = stream.iter().map(|(t, p)| t.len() + p.len()).sum();
-    let samples_expected = n * 3;
+    let samples_expected = n * VALUES;
 
     // The data dir and its devices.
     let data = work.path.join("data");
@@ -181,7 +184,7 @@ async fn ingest(config: Config, args: IngestBenchArgs) -> Result<()> {
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "vigie bench ingest: {n} messages from {} devices, {} bytes on average (topic + payload), 3 samples each",
+        "vigie bench ingest: {n} messages from {} devices, {} bytes on average (topic + payload), {VALUES} samples each",
         args.devices,
         bytes / n
     );

@@ -167,15 +167,15 @@ async fn bind_http(config: &Config) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr} (http.addr / VIGIE_HTTP_ADDR)"))
 }
 
-/// The embedded broker (unless an external one is configured), and the credential
-/// ingest must use with it when `mqtt.device_auth` is on.
-fn start_broker(
-    config: &Config,
-    registry: &Registry,
-) -> Result<(
+/// The embedded broker, if started, and the credential ingest must use with it.
+type StartedBroker = (
     Option<vigie_ingest::EmbeddedBroker>,
     Option<(String, String)>,
-)> {
+);
+
+/// The embedded broker (unless an external one is configured), and the credential
+/// ingest must use with it when `mqtt.device_auth` is on.
+fn start_broker(config: &Config, registry: &Registry) -> Result<StartedBroker> {
     if !config.mqtt.url.is_empty() {
         return Ok((None, None));
     }

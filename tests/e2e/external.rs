@@ -6,6 +6,9 @@
 //! Gated on `VIGIE_TEST_MOSQUITTO_BIN` (set by `.ci/run`): unset, each test prints why
 //! it is skipped; set to a missing file, they fail.
 
+// Test helpers: a failed setup step should stop the test with its error.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -164,7 +167,10 @@ impl Vigie {
             .args(&self.args)
             .env("VIGIE_MQTT_URL", "")
             .env("VIGIE_MQTT_SHARED_GROUP", "")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("VIGIE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(log)
@@ -295,7 +301,8 @@ pub(crate) const VALUES_PER_MESSAGE: u64 = 2;
 /// `n` native messages over `devices` devices, each with distinct timestamps, so that
 /// every message maps to [`VALUES_PER_MESSAGE`] samples no other message has.
 pub(crate) fn stream(n: usize, devices: usize, first: usize) -> Vec<(String, Vec<u8>)> {
-    let start = Timestamp::now().0 - 400 * 86_400_000;
+    // Whole days, so that the same arguments give the same stream within a test.
+    let start = (Timestamp::now().0 / 86_400_000 - 400) * 86_400_000;
     (first..first + n)
         .map(|i| {
             let d = i % devices;
@@ -616,5 +623,38 @@ async fn with_mosquitto_config_a_device_cannot_publish_under_another_devices_top
         ],
         "the forged message must not reach ingest; mosquitto log:\n{}",
         broker.log()
+    );
+}
+
+#[test]
+fn the_ingest_benchmark_runs_and_stores_every_sample() {
+    let Some(bin) = mosquitto_bin("vigie bench ingest") else {
+        return;
+    };
+    let sub = bin.with_file_name("mosquitto_sub");
+    let sub = if sub.exists() {
+        sub
+    } else {
+        PathBuf::from("mosquitto_sub")
+    };
+    let out = Command::new(vigie_bin())
+        .args(["bench", "ingest", "--messages", "3000", "--devices", "10"])
+        .arg("--mosquitto")
+        .arg(&bin)
+        .arg("--mosquitto-sub")
+        .arg(&sub)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run vigie bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("bare mosquitto_sub -q 1"), "{stdout}");
+    assert!(
+        stdout.contains("samples stored: 12000 of 12000"),
+        "{stdout}"
     );
 }
