@@ -23,7 +23,7 @@ use vigie_core::metrics::Metrics;
 use vigie_core::store::WriteReport;
 
 use super::commit::Committer;
-use super::connection::Inbound;
+use super::connection::{Ack, Inbound};
 use super::plan::{self, Plan};
 use crate::decode::Decoders;
 use crate::error::IngestError;
@@ -46,6 +46,8 @@ pub(crate) struct BatchLimits {
 /// The batcher's state.
 pub(crate) struct Batcher {
     pub(crate) rx: mpsc::Receiver<Inbound>,
+    /// Acknowledgements go to the connection task, which writes them.
+    pub(crate) acks: mpsc::UnboundedSender<Vec<Ack>>,
     pub(crate) client: AsyncClient,
     pub(crate) generation: Arc<AtomicU64>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -202,7 +204,7 @@ impl Batcher {
     /// broker's redelivery (their packet ids mean nothing on the new connection).
     async fn ack(&self, batch: &[Inbound]) {
         let current = self.generation.load(Ordering::SeqCst);
-        let mut client_gone = false;
+        let mut acks = Vec::with_capacity(batch.len());
         for m in batch {
             self.metrics.consumer_lag.fetch_sub(1, Ordering::Relaxed);
             if m.generation != current {
@@ -212,18 +214,15 @@ impl Batcher {
                 );
                 continue;
             }
-            if client_gone {
-                continue;
-            }
-            match self.client.ack(&m.publish).await {
-                Ok(()) => {
-                    self.metrics.messages_acked.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!("cannot acknowledge (connection task gone): {e}");
-                    client_gone = true;
-                }
-            }
+            acks.push(Ack {
+                generation: m.generation,
+                pkid: m.publish.pkid,
+            });
+        }
+        if !acks.is_empty() && self.acks.send(acks).is_err() {
+            tracing::warn!(
+                "cannot acknowledge: the connection task is gone (the broker redelivers)"
+            );
         }
     }
 }

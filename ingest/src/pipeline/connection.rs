@@ -8,15 +8,25 @@
 //!
 //! Publishes go to the batcher through a bounded channel: when the batcher is behind,
 //! this task waits, and the broker holds what it has not delivered (back-pressure).
-//! This task must never ack and never await anything but the event loop, the channel
-//! and the stop signal.
+//!
+//! Acknowledgements come back from the batcher on their own channel and this task
+//! writes them itself, before polling again, even while it waits for room in the
+//! publish channel. They must not go through rumqttc's request channel: its event loop
+//! serves at most one request per read of up to ten packets, so under a steady inflow
+//! the acks fell behind, that channel filled, the batcher blocked on it, this task
+//! blocked on the full publish channel and the event loop stopped being polled (no
+//! reads, no PINGREQ: a deadlock seen against mosquitto). The ack channel is unbounded
+//! but holds at most the messages received and not yet acknowledged, which the
+//! bounded publish channel and the broker's in-flight window already bound.
+//! This task must never await anything but the event loop, the channels and the stop
+//! signal.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
-use rumqttc::{Publish, SubscribeReasonCode};
+use rumqttc::{PubAck, Publish, Request, SubscribeReasonCode};
 use tokio::sync::{mpsc, watch};
 use vigie_core::Timestamp;
 use vigie_core::metrics::Metrics;
@@ -32,6 +42,51 @@ pub(crate) struct Inbound {
     pub(crate) received_at: Timestamp,
 }
 
+/// An acknowledgement to send: the packet id of a committed message and the connection
+/// it came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ack {
+    pub(crate) generation: u64,
+    pub(crate) pkid: u16,
+}
+
+/// Writes acknowledgements of the current connection on the socket and flushes.
+/// Acks of an earlier connection are dropped: the broker redelivers those messages.
+/// Returns how many were written.
+async fn write_acks(eventloop: &mut EventLoop, acks: &[Ack], current: u64) -> usize {
+    let Some(network) = eventloop.network.as_mut() else {
+        return 0;
+    };
+    let mut written = 0;
+    for ack in acks.iter().filter(|a| a.generation == current) {
+        let packet = match eventloop
+            .state
+            .handle_outgoing_packet(Request::PubAck(PubAck::new(ack.pkid)))
+        {
+            Ok(Some(packet)) => packet,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("cannot acknowledge message {}: {e}", ack.pkid);
+                continue;
+            }
+        };
+        if let Err(e) = network.write(packet).await {
+            // The connection is failing: the next poll reports it and reconnects; the
+            // broker redelivers what was not acknowledged.
+            tracing::debug!("acknowledgement not written: {e}");
+            return written;
+        }
+        written += 1;
+    }
+    if written > 0
+        && let Err(e) = network.flush().await
+    {
+        tracing::debug!("acknowledgements not flushed: {e}");
+        return 0;
+    }
+    written
+}
+
 /// The connection task's state.
 pub(crate) struct Connection {
     pub(crate) eventloop: EventLoop,
@@ -39,6 +94,7 @@ pub(crate) struct Connection {
     pub(crate) topics: Vec<String>,
     pub(crate) endpoint: String,
     pub(crate) tx: mpsc::Sender<Inbound>,
+    pub(crate) acks: mpsc::UnboundedReceiver<Vec<Ack>>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) generation: Arc<AtomicU64>,
     pub(crate) metrics: Arc<Metrics>,
@@ -55,6 +111,7 @@ impl Connection {
             topics,
             endpoint,
             tx,
+            mut acks,
             mut stop,
             generation,
             metrics,
@@ -65,19 +122,27 @@ impl Connection {
         let mut stopping = *stop.borrow();
         let mut backoff = retry_min;
         let mut failures = 0u32;
+        let mut acks_open = true;
         loop {
-            let polled = if stopping {
-                eventloop.poll().await
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => {
-                        stopping = true;
-                        tx = None;
-                        continue;
-                    }
-                    polled = eventloop.poll() => polled,
+            let polled = tokio::select! {
+                biased;
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    tx = None;
+                    continue;
                 }
+                batch = acks.recv(), if acks_open => {
+                    match batch {
+                        Some(batch) => {
+                            let current = generation.load(Ordering::SeqCst);
+                            let n = write_acks(&mut eventloop, &batch, current).await;
+                            metrics.messages_acked.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        None => acks_open = false,
+                    }
+                    continue;
+                }
+                polled = eventloop.poll() => polled,
             };
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -134,14 +199,31 @@ impl Connection {
                         generation: generation.load(Ordering::SeqCst),
                         received_at: Timestamp::now(),
                     };
-                    let forwarded = if stopping {
-                        sender.send(inbound).await.is_ok()
-                    } else {
+                    // Wait for room in the channel, writing acks meanwhile (see the
+                    // module doc: not writing them here is what deadlocked).
+                    let forwarded = loop {
                         tokio::select! {
-                            sent = sender.send(inbound) => sent.is_ok(),
-                            _ = stop.changed() => {
+                            biased;
+                            batch = acks.recv(), if acks_open => {
+                                match batch {
+                                    Some(batch) => {
+                                        let current = generation.load(Ordering::SeqCst);
+                                        let n = write_acks(&mut eventloop, &batch, current).await;
+                                        metrics.messages_acked.fetch_add(n as u64, Ordering::Relaxed);
+                                    }
+                                    None => acks_open = false,
+                                }
+                            }
+                            permit = sender.reserve() => match permit {
+                                Ok(permit) => {
+                                    permit.send(inbound);
+                                    break true;
+                                }
+                                Err(_) => break false,
+                            },
+                            _ = stop.changed(), if !stopping => {
                                 stopping = true;
-                                false
+                                break false;
                             }
                         }
                     };

@@ -86,6 +86,7 @@ pub async fn run_with_decoders(
     }
     let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
     let (tx, rx) = mpsc::channel(opts.batch_max_messages);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_replay = stop_rx.clone();
     let decoders = Arc::new(decoders);
@@ -104,6 +105,7 @@ pub async fn run_with_decoders(
             topics: opts.topics.clone(),
             endpoint,
             tx,
+            acks: ack_rx,
             stop: stop_rx.clone(),
             generation: generation.clone(),
             metrics: metrics.clone(),
@@ -115,6 +117,7 @@ pub async fn run_with_decoders(
     let mut batcher = tokio::spawn(
         Batcher {
             rx,
+            acks: ack_tx,
             client,
             generation,
             stop: stop_rx,
