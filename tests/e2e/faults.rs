@@ -39,8 +39,6 @@ async fn wait_stored(data: &Path, at_least: u64, what: &str, log: &dyn Fn() -> S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ingest stalls after connecting to a mosquitto session holding in-flight \
-            messages (no reads, no PINGREQ, no acks); see the issue 3 report"]
 async fn kill_9_of_ingest_mid_stream_loses_and_duplicates_nothing() {
     let Some(bin) = mosquitto_bin("kill -9 of ingest") else {
         return;
@@ -81,8 +79,6 @@ async fn kill_9_of_ingest_mid_stream_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ingest stalls some 50,000 messages after reconnecting to a restarted mosquitto \
-            (session present): no PINGREQ, no acks, until SIGTERM; see the issue 3 report"]
 async fn mosquitto_restarted_mid_stream_loses_and_duplicates_nothing() {
     let Some(bin) = mosquitto_bin("mosquitto restart") else {
         return;
