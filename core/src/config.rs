@@ -47,7 +47,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
-            raw_retention_days: 730,
+            raw_retention_days: 0,
         }
     }
 }

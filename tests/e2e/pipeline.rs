@@ -51,7 +51,8 @@ async fn publish_all(server: &TestServer, client_id: &str, topic: &str, payloads
 }
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: CI runs these tests in parallel on two cores. Never a speed assertion.
+    let deadline = Instant::now() + Duration::from_secs(180);
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -239,7 +240,12 @@ async fn sigterm_commits_the_pending_batch_and_a_restart_keeps_every_sample() {
         payloads,
     )
     .await;
-    // Stop while ingest may still be working through what the broker holds.
+    // Stop while ingest may still be working through what the broker holds, but only
+    // once it has received something, so that there is a batch to commit.
+    wait_for("ingest received a message", async || {
+        server.metric("vigie_ingest_messages_received_total").await >= 1.0
+    })
+    .await;
     let status = server.stop();
     assert!(
         status.success(),
