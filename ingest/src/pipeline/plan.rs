@@ -12,13 +12,13 @@
 //! [`CounterJob`]s for [`crate::normalise`], whose refusals join the message's other
 //! problems in [`Plan::finish`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use rumqttc::Publish;
-use vigie_core::registry::{QuarantineEntry, QuarantineReason, Registry, Sighting};
+use vigie_core::registry::{DeviceKind, QuarantineEntry, QuarantineReason, Registry, Sighting};
 use vigie_core::store::Sample;
-use vigie_core::{DeviceId, SeriesKind, Timestamp};
+use vigie_core::{DeviceId, Quantity, SeriesKind, Timestamp};
 
 use super::connection::Inbound;
 use crate::decode::{DecodeContext, Decoded, Decoders, MessageKind, Problem, Route};
@@ -145,24 +145,25 @@ impl Plan {
     }
 }
 
-/// Devices known to exist; only positive answers are cached, so that a device
-/// provisioned later is found at once.
+/// Devices known to exist, with their kind; only positive answers are cached, so that
+/// a device provisioned later is found at once.
 #[derive(Debug, Default)]
 pub(crate) struct DeviceCache {
-    known: Mutex<HashSet<DeviceId>>,
+    known: Mutex<HashMap<DeviceId, DeviceKind>>,
 }
 
 impl DeviceCache {
-    fn is_known(&self, registry: &Registry, id: &DeviceId) -> Result<bool, String> {
-        if self.known.lock().map(|k| k.contains(id)).unwrap_or(false) {
-            return Ok(true);
+    /// The kind of a registered device, `None` if it is unknown.
+    fn kind_of(&self, registry: &Registry, id: &DeviceId) -> Result<Option<DeviceKind>, String> {
+        if let Some(kind) = self.known.lock().ok().and_then(|k| k.get(id).copied()) {
+            return Ok(Some(kind));
         }
         let found = registry
             .device_for_ingest_blocking(id)
             .map_err(|e| format!("registry lookup of device {id}: {e}"))?
-            .is_some();
-        if let (true, Ok(mut k)) = (found, self.known.lock()) {
-            k.insert(id.clone());
+            .map(|d| d.kind);
+        if let (Some(kind), Ok(mut k)) = (found, self.known.lock()) {
+            k.insert(id.clone(), kind);
         }
         Ok(found)
     }
@@ -195,7 +196,7 @@ pub(crate) fn resolve(
         };
         // A payload may name its device itself (Telegraf's `device` tag); else the topic does.
         let device = m.decoded.device.as_ref().unwrap_or(&route.device);
-        if !devices.is_known(registry, device)? {
+        let Some(kind) = devices.kind_of(registry, device)? else {
             plan.count(QuarantineReason::UnknownDevice, 1);
             plan.quarantine(
                 m,
@@ -218,7 +219,7 @@ pub(crate) fn resolve(
                 payload: m.publish.payload.to_vec(),
             });
             continue;
-        }
+        };
         let seen = last_seen.entry(device.clone()).or_insert(m.received_at);
         *seen = (*seen).max(m.received_at);
         if let Some(online) = m.decoded.online {
@@ -232,9 +233,16 @@ pub(crate) fn resolve(
                 }
                 continue;
             }
+            // Ecosystems publish a bare `temperature`: outdoors, it is the outdoor one.
+            let quantity = match (kind, r.quantity) {
+                (DeviceKind::OutdoorThermometer, Quantity::TemperatureC) => {
+                    Quantity::OutdoorTemperatureC
+                }
+                (_, q) => q,
+            };
             let series = registry
-                .series_id_blocking(device, r.quantity)
-                .map_err(|e| format!("series of {device} {}: {e}", r.quantity))?;
+                .series_id_blocking(device, quantity)
+                .map_err(|e| format!("series of {device} {quantity}: {e}"))?;
             plan.samples.push(Sample {
                 series,
                 ts: r.ts,

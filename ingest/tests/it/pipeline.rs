@@ -368,3 +368,45 @@ async fn an_oversized_payload_is_quarantined_truncated_and_ingest_goes_on() {
     assert_eq!(h.count().await, 1);
     h.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdoor_thermometers_temperature_is_stored_as_outdoor_temperature() {
+    use vigie_core::registry::{Device, DeviceKind};
+    let mut h = Harness::start().await;
+    let aq = h
+        .registry
+        .device_for_ingest_blocking(&DeviceId::new("aq-01").unwrap())
+        .unwrap()
+        .unwrap();
+    let outdoor = DeviceId::new("outdoor-01").unwrap();
+    h.registry
+        .upsert_device(&Device::new(
+            outdoor.clone(),
+            aq.building_id.clone(),
+            DeviceKind::OutdoorThermometer,
+        ))
+        .await
+        .unwrap();
+    h.publish(&[
+        telemetry(
+            "outdoor-01",
+            r#"{"ts":"2026-11-29T10:15:00Z","values":{"temperature_c":4.5}}"#,
+        ),
+        telemetry(
+            "aq-01",
+            r#"{"ts":"2026-11-29T10:15:00Z","values":{"temperature_c":20.5}}"#,
+        ),
+    ])
+    .await;
+    wait_for("2 samples stored", || async { h.count().await == 2 }).await;
+    let out = h.latest("outdoor-01", Quantity::OutdoorTemperatureC).await;
+    assert_eq!(out.map(|p| p.value), Some(4.5));
+    assert!(
+        h.latest("outdoor-01", Quantity::TemperatureC)
+            .await
+            .is_none()
+    );
+    let indoor = h.latest("aq-01", Quantity::TemperatureC).await;
+    assert_eq!(indoor.map(|p| p.value), Some(20.5));
+    h.stop().await.expect("clean stop");
+}
