@@ -186,6 +186,19 @@ impl Decoders {
     }
 }
 
+/// A `bad_topic` problem naming the topic (cut to 120 characters), why it is refused
+/// and, when given, the topic shape the decoder expects.
+pub(crate) fn bad_topic(topic: &str, why: &str, expected: Option<&str>) -> Problem {
+    let topic = truncate_chars(topic, 120);
+    Problem::new(
+        QuarantineReason::BadTopic,
+        match expected {
+            Some(e) => format!("topic {topic:?}: {why}; expected {e}"),
+            None => format!("topic {topic:?}: {why}"),
+        },
+    )
+}
+
 /// At most `n` characters of `s`, with `…` when cut (for details shown to people).
 pub(crate) fn truncate_chars(s: &str, n: usize) -> String {
     let mut out: String = s.chars().take(n).collect();

@@ -18,7 +18,8 @@ use vigie_core::registry::QuarantineReason;
 use vigie_core::{DeviceId, Quantity, Timestamp};
 
 use super::{
-    DecodeContext, Decoded, Decoder, MessageKind, Problem, Reading, Route, truncate_chars,
+    DecodeContext, Decoded, Decoder, MessageKind, Problem, Reading, Route, bad_topic,
+    truncate_chars,
 };
 
 /// 2000-01-01T00:00:00Z: earlier epoch values are taken for a unit mistake (seconds).
@@ -57,13 +58,13 @@ impl Decoder for NativeDecoder {
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix('/')?;
         let bad = |why: String| {
-            Some(Err(Problem::new(
-                QuarantineReason::BadTopic,
-                format!(
-                    "topic {:?}: {why}; expected {p}/<device_id>/telemetry or {p}/<device_id>/status",
-                    truncate_chars(topic, 120),
+            Some(Err(bad_topic(
+                topic,
+                &why,
+                Some(&format!(
+                    "{p}/<device_id>/telemetry or {p}/<device_id>/status",
                     p = self.prefix
-                ),
+                )),
             )))
         };
         let mut parts = rest.split('/');

@@ -21,7 +21,9 @@ use vigie_core::registry::QuarantineReason;
 use vigie_core::{DeviceId, Quantity, Unit};
 
 use super::mapping::{Mapping, raw, walk};
-use super::{DecodeContext, Decoded, Decoder, MessageKind, Problem, Route, stamp, truncate_chars};
+use super::{
+    DecodeContext, Decoded, Decoder, MessageKind, Problem, Route, bad_topic, stamp, truncate_chars,
+};
 
 /// The format name, as in `[ingest.mapping.tasmota]` and a device's `format`.
 pub(crate) const FORMAT: &str = "tasmota";
@@ -106,13 +108,10 @@ impl Decoder for TasmotaDecoder {
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix('/')?;
         let bad = |why: String| {
-            Some(Err(Problem::new(
-                QuarantineReason::BadTopic,
-                format!(
-                    "topic {:?}: {why}; expected {p}/<topic>/SENSOR, STATE or LWT",
-                    truncate_chars(topic, 120),
-                    p = self.prefix
-                ),
+            Some(Err(bad_topic(
+                topic,
+                &why,
+                Some(&format!("{}/<topic>/SENSOR, STATE or LWT", self.prefix)),
             )))
         };
         let Some((name, suffix)) = rest.split_once('/') else {

@@ -19,7 +19,9 @@ use vigie_core::DeviceId;
 use vigie_core::registry::QuarantineReason;
 
 use super::mapping::{Mapping, keep, raw, walk};
-use super::{DecodeContext, Decoded, Decoder, MessageKind, Problem, Route, stamp, truncate_chars};
+use super::{
+    DecodeContext, Decoded, Decoder, MessageKind, Problem, Route, bad_topic, stamp, truncate_chars,
+};
 use vigie_core::Timestamp;
 
 /// The format name, as in `[ingest.mapping.ttn]` and a device's `format`.
@@ -85,13 +87,13 @@ impl Decoder for TtnDecoder {
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix('/')?;
         let bad = |why: String| {
-            Some(Err(Problem::new(
-                QuarantineReason::BadTopic,
-                format!(
-                    "topic {:?}: {why}; expected {p}/<app-id>@<tenant>/devices/<device-id>/up",
-                    truncate_chars(topic, 120),
-                    p = self.prefix
-                ),
+            Some(Err(bad_topic(
+                topic,
+                &why,
+                Some(&format!(
+                    "{}/<app-id>@<tenant>/devices/<device-id>/up",
+                    self.prefix
+                )),
             )))
         };
         let mut parts = rest.splitn(4, '/');

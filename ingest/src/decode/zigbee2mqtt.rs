@@ -19,7 +19,9 @@ use vigie_core::DeviceId;
 use vigie_core::registry::QuarantineReason;
 
 use super::mapping::{Mapping, keep, raw, walk};
-use super::{DecodeContext, Decoded, Decoder, MessageKind, Problem, Route, native, truncate_chars};
+use super::{
+    DecodeContext, Decoded, Decoder, MessageKind, Problem, Route, bad_topic, native, truncate_chars,
+};
 
 /// The format name, as in `[ingest.mapping.zigbee2mqtt]` and a device's `format`.
 pub(crate) const FORMAT: &str = "zigbee2mqtt";
@@ -90,12 +92,7 @@ impl Decoder for Zigbee2MqttDecoder {
 
     fn route(&self, topic: &str) -> Option<Result<Route, Problem>> {
         let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
-        let bad = |why: String| {
-            Some(Err(Problem::new(
-                QuarantineReason::BadTopic,
-                format!("topic {:?}: {why}", truncate_chars(topic, 120)),
-            )))
-        };
+        let bad = |why: String| Some(Err(bad_topic(topic, &why, None)));
         let (name, kind) = match rest.split_once('/') {
             None => (rest, MessageKind::Telemetry),
             Some((name, "availability")) => (name, MessageKind::Status),
