@@ -275,9 +275,12 @@ impl Db {
         };
         let conn = Connection::open(path).map_err(open)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(open)?;
+        // synchronous = FULL: ingest acknowledges MQTT messages once `commit` returns,
+        // so a commit must survive a power cut, not only a process crash (NORMAL in WAL
+        // mode may lose the last commits on power loss, after they were acknowledged).
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
+             PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY;",
         )

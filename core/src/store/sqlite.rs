@@ -7,9 +7,9 @@
 //! [`SqliteStore::compact_blocking`]). A (series, ts) is stored once across both, so a
 //! duplicate write is a no-op. A write batch is one `IMMEDIATE` transaction that also
 //! recomputes the hourly and daily rollups it touched (see [`super::rollup`]): when
-//! `write` returns, samples and rollups are durable together (WAL, synchronous=NORMAL
-//! survives a process crash; a power cut may lose the last transactions, which the
-//! MQTT broker redelivers since they were never acknowledged). Aggregates over
+//! `write` returns, samples and rollups are durable together (WAL with
+//! synchronous=FULL: the commit is fsynced, so it survives a power cut as well as a
+//! process crash — ingest acknowledges MQTT messages right after it). Aggregates over
 //! hour-aligned periods read hourly rollups, over day-aligned periods (day, week,
 //! month, year) daily rollups; only unaligned periods read raw samples. Retention
 //! deletes raw samples before a local midnight and keeps rollups for ever. This
