@@ -72,6 +72,9 @@ pub(crate) fn apply_env(config: &mut Config, get: impl Fn(&str) -> Option<String
     if let Some(v) = get("VIGIE_MQTT_URL") {
         config.mqtt.url = v;
     }
+    if let Some(v) = get("VIGIE_MQTT_CA_FILE") {
+        config.mqtt.ca_file = v;
+    }
     if let Some(v) = get("VIGIE_MQTT_USERNAME") {
         config.mqtt.username = v;
     }

@@ -60,6 +60,14 @@ pub struct HttpConfig {
     pub addr: Addr,
     /// Lifetime of a login session.
     pub session_ttl: HumanDuration,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only). Turn
+    /// on when vigie is served behind an HTTPS reverse proxy.
+    pub secure_cookies: bool,
+    /// Failed logins allowed for one user name or one client address before further
+    /// attempts are refused for `login_lockout` (brute-force protection).
+    pub login_max_failures: u32,
+    /// How long logins stay refused after `login_max_failures` failures.
+    pub login_lockout: HumanDuration,
 }
 
 impl Default for HttpConfig {
@@ -67,6 +75,9 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: Addr(SocketAddr::from(([127, 0, 0, 1], 8080))),
             session_ttl: HumanDuration(Duration::from_secs(12 * 3600)),
+            secure_cookies: false,
+            login_max_failures: 5,
+            login_lockout: HumanDuration(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -75,8 +86,12 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// External broker URL (`mqtt://host:port`); empty = start the embedded broker.
+    /// External broker URL (`mqtt://host:port`, or `mqtts://host:port` for TLS); empty =
+    /// start the embedded broker.
     pub url: String,
+    /// PEM file of the certificate authorities trusted for `mqtts://` (empty = the
+    /// bundled Mozilla roots).
+    pub ca_file: String,
     /// Where the embedded broker listens.
     pub listen: Addr,
     /// Client id of the ingest session (stable, so the broker keeps the session).
@@ -100,6 +115,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             url: String::new(),
+            ca_file: String::new(),
             listen: Addr(SocketAddr::from(([127, 0, 0, 1], 1883))),
             client_id: "vigie-ingest".into(),
             username: String::new(),
