@@ -96,6 +96,19 @@ impl RemoteStore {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad("tsdb.url (VIGIE_TSDB_URL) must be http or https".into()));
         }
+        // The `influxdb2` crate replaces the URL's path with `/api/v2/write`: a base
+        // such as a VictoriaMetrics cluster's `http://vminsert:8480/insert/0/influx`
+        // would silently write elsewhere than it reads. Refuse it, and say what works.
+        if parsed.path() != "/" && !parsed.path().is_empty() {
+            return Err(bad(format!(
+                "tsdb.url (VIGIE_TSDB_URL) must not have a path (found {:?}): writes go to \
+                 <url>/api/v2/write and reads to <url>/api/v1/… or <url>/api/v2/query; \
+                 for a VictoriaMetrics cluster, point it at vmauth routing /api/v2/write to \
+                 vminsert's /insert/<tenant>/influx/ and /api/v1/ to vmselect's \
+                 /select/<tenant>/prometheus/",
+                parsed.path()
+            )));
+        }
         let writer =
             influxdb2::ClientBuilder::new(base.clone(), config.org.clone(), config.token.clone())
                 .build()
@@ -379,6 +392,42 @@ impl TimeSeriesStore for RemoteStore {
         match self.dialect {
             Dialect::Prometheus => "victoriametrics",
             Dialect::Flux => "influxdb",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> TsdbConfig {
+        TsdbConfig {
+            url: url.into(),
+            token: "secret-token".into(),
+            org: "vigie".into(),
+            bucket: "vigie".into(),
+            dialect: "prometheus".into(),
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_path_is_refused_naming_the_path_and_what_works() {
+        let err = RemoteStore::new(
+            &config("http://vminsert:8480/insert/0/influx"),
+            Arc::new(StaticLabels::default()),
+        )
+        .expect_err("a path must be refused");
+        let msg = err.to_string();
+        assert!(msg.contains("\"/insert/0/influx\""), "{msg}");
+        assert!(msg.contains("vmauth"), "{msg}");
+        assert!(!msg.contains("secret-token"), "{msg}");
+    }
+
+    #[test]
+    fn a_bare_url_with_or_without_a_trailing_slash_is_accepted() {
+        for url in ["http://127.0.0.1:8428", "http://127.0.0.1:8428/"] {
+            RemoteStore::new(&config(url), Arc::new(StaticLabels::default()))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
     }
 }
