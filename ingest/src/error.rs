@@ -26,11 +26,29 @@ pub enum IngestError {
         reason: String,
     },
     /// A broker URL cannot be used.
-    #[error("invalid MQTT broker URL {url:?}: {reason}; expected mqtt://host:port")]
+    #[error(
+        "invalid MQTT broker URL {url:?}: {reason}; expected mqtt://host:port or mqtts://host:port"
+    )]
     BadUrl {
         /// The URL as given (credentials removed).
         url: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The CA file for `mqtts://` cannot be read.
+    #[error("cannot read mqtt.ca_file {path}: {source}")]
+    CaFileRead {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file for `mqtts://` holds no usable certificate.
+    #[error("mqtt.ca_file {path} {reason}")]
+    CaFileContent {
+        /// The file.
+        path: String,
+        /// What is wrong with it ("holds no PEM certificate…").
         reason: String,
     },
     /// The options cannot work.

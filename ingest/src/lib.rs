@@ -26,6 +26,7 @@ pub use decode::{
 };
 pub use error::IngestError;
 pub use options::{
-    DEFAULT_MQTT_PORT, IngestOptions, default_topics, parse_mqtt_url, shared_topics,
+    DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT, IngestOptions, TlsOptions, default_topics,
+    parse_mqtt_url, shared_topics, url_uses_tls,
 };
 pub use pipeline::{run, run_with_decoders};

@@ -1,13 +1,24 @@
 //! Ingest options: which broker, which session, which topics, how batches are cut.
 //!
 //! Built from `vigie_core::config::{MqttConfig, IngestConfig}` plus the broker's host
-//! and port ([`parse_mqtt_url`] reads `mqtt://host:port`). Defaults that the config
-//! does not expose (reconnect backoff, batch idle gap) are fields with sensible values
-//! that tests may tighten. This module must never log or print the password.
+//! and port ([`parse_mqtt_url`] reads `mqtt://host:port` and `mqtts://host:port`).
+//! Defaults that the config does not expose (reconnect backoff, batch idle gap) are
+//! fields with sensible values that tests may tighten.
+//!
+//! TLS (`mqtts://`): [`IngestOptions::transport`] reads `mqtt.ca_file` (PEM) into a
+//! rustls client configuration (ring provider, no OpenSSL), or trusts the bundled
+//! Mozilla roots (webpki-roots) when no file is set. The server's certificate is always
+//! verified, host name included. This module must never log or print the password,
+//! and never turn certificate verification off.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rumqttc::{TlsConfiguration, Transport};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use vigie_core::config::{FormatsConfig, IngestConfig, MappingConfig, MqttConfig};
 use vigie_core::payload::TOPIC_PREFIX;
 
@@ -15,6 +26,16 @@ use crate::error::IngestError;
 
 /// The default MQTT port.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
+/// The default port of MQTT over TLS (`mqtts://`).
+pub const DEFAULT_MQTTS_PORT: u16 = 8883;
+
+/// TLS to the broker (`mqtts://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the certificate authorities to trust (`mqtt.ca_file`); `None`
+    /// trusts the bundled Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// Everything [`crate::run`] needs to know.
 #[derive(Clone)]
@@ -54,6 +75,8 @@ pub struct IngestOptions {
     pub retry_min: Duration,
     /// Longest delay between reconnection or commit attempts.
     pub retry_max: Duration,
+    /// TLS to the broker (`mqtts://`); `None` = plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl fmt::Debug for IngestOptions {
@@ -78,12 +101,14 @@ impl fmt::Debug for IngestOptions {
             .field("keep_alive", &self.keep_alive)
             .field("retry_min", &self.retry_min)
             .field("retry_max", &self.retry_max)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl IngestOptions {
-    /// Options for the broker at `host:port`, from the configuration.
+    /// Options for the broker at `host:port`, from the configuration. TLS is on when
+    /// `mqtt.url` is `mqtts://…`, trusting `mqtt.ca_file` (or the bundled roots).
     pub fn from_config(
         mqtt: &MqttConfig,
         ingest: &IngestConfig,
@@ -92,6 +117,15 @@ impl IngestOptions {
     ) -> IngestOptions {
         let credentials =
             (!mqtt.username.is_empty()).then(|| (mqtt.username.clone(), mqtt.password.clone()));
+        let ca_file = mqtt.ca_file.trim();
+        let tls = url_uses_tls(&mqtt.url).then(|| TlsOptions {
+            ca_file: (!ca_file.is_empty()).then(|| PathBuf::from(ca_file)),
+        });
+        if tls.is_none() && !ca_file.is_empty() {
+            tracing::warn!(
+                "mqtt.ca_file {ca_file} is ignored: mqtt.url is not mqtts:// (TLS is off)"
+            );
+        }
         IngestOptions {
             host,
             port,
@@ -116,7 +150,42 @@ impl IngestOptions {
             keep_alive: Duration::from_secs(30),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            tls,
         }
+    }
+
+    /// The broker as a URL for logs: `mqtt://host:port` or `mqtts://host:port`.
+    pub fn broker_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The rumqttc transport: plain TCP, or TLS trusting `mqtt.ca_file` (read now, so
+    /// that a missing or empty file stops start-up with an error naming it).
+    pub fn transport(&self) -> Result<Transport, IngestError> {
+        let Some(tls) = &self.tls else {
+            return Ok(Transport::Tcp);
+        };
+        let roots = match &tls.ca_file {
+            Some(path) => roots_from_pem_file(path)?,
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| IngestError::Options {
+                key: "mqtt.url",
+                reason: format!("TLS set-up failed: {e}"),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))))
     }
 
     /// Options with the configuration's defaults, for the broker at `host:port`.
@@ -192,14 +261,57 @@ pub fn shared_topics(filters: &[String], group: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reads `mqtt://host:port` (also `tcp://`; the port defaults to 1883) into host and
-/// port. Credentials in the URL are refused: they belong in `mqtt.username` and
-/// `mqtt.password`, where they are not logged.
+/// The trust anchors in the PEM file `path` (`mqtt.ca_file`); the error names the file.
+fn roots_from_pem_file(path: &std::path::Path) -> Result<rustls::RootCertStore, IngestError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| IngestError::CaFileRead {
+        path: shown.clone(),
+        source,
+    })?;
+    let bad = |reason: String| IngestError::CaFileContent {
+        path: shown.clone(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("is not valid PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    let found = certs.len();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(bad(format!(
+            "holds no usable X.509 certificate ({found} PEM certificate block(s) could not be parsed)"
+        )));
+    }
+    Ok(roots)
+}
+
+/// Whether `url` asks for TLS (`mqtts://`).
+pub fn url_uses_tls(url: &str) -> bool {
+    url.trim().starts_with("mqtts://")
+}
+
+/// Reads `mqtt://host:port` (also `tcp://`; the port defaults to 1883) or
+/// `mqtts://host:port` (TLS, the port defaults to 8883) into host and port;
+/// [`url_uses_tls`] tells which. Credentials in the URL are refused: they belong in
+/// `mqtt.username` and `mqtt.password`, where they are not logged.
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), IngestError> {
     let shown = || {
         // Never echo a password: cut at '@' when there is one.
         match url.rsplit_once('@') {
-            Some((_, host)) => format!("mqtt://…@{host}"),
+            Some((before, host)) => {
+                let scheme = before
+                    .split_once("://")
+                    .map(|(s, _)| s)
+                    .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric()))
+                    .unwrap_or("mqtt");
+                format!("{scheme}://…@{host}")
+            }
             None => url.to_string(),
         }
     };
@@ -207,17 +319,19 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), IngestError> {
         url: shown(),
         reason: reason.to_string(),
     };
-    let rest = url
-        .trim()
+    let trimmed = url.trim();
+    let (rest, default_port) = if let Some(rest) = trimmed.strip_prefix("mqtts://") {
+        (rest, DEFAULT_MQTTS_PORT)
+    } else if let Some(rest) = trimmed
         .strip_prefix("mqtt://")
-        .or_else(|| url.trim().strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            if url.contains("://") {
-                bad("unsupported scheme (TLS is not supported yet)")
-            } else {
-                bad("missing the mqtt:// scheme")
-            }
-        })?;
+        .or_else(|| trimmed.strip_prefix("tcp://"))
+    {
+        (rest, DEFAULT_MQTT_PORT)
+    } else if trimmed.contains("://") {
+        return Err(bad("unsupported scheme (mqtt://, tcp:// or mqtts://)"));
+    } else {
+        return Err(bad("missing the mqtt:// or mqtts:// scheme"));
+    };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('/') || authority.contains('?') || authority.contains('#') {
         return Err(bad("a path or query is not allowed"));
@@ -251,7 +365,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), IngestError> {
         return Err(bad("missing host"));
     }
     let port = match port {
-        None => DEFAULT_MQTT_PORT,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(0) | Err(_) => return Err(bad("port must be a number from 1 to 65535")),
             Ok(p) => p,
@@ -284,7 +398,7 @@ mod tests {
     fn a_bad_url_says_what_is_wrong_and_what_is_expected() {
         for (url, why) in [
             ("127.0.0.1:1883", "scheme"),
-            ("mqtts://h:8883", "unsupported"),
+            ("ws://h:8000", "unsupported"),
             ("mqtt://h:port", "port"),
             ("mqtt://h:0", "port"),
             ("mqtt://:1883", "host"),
@@ -299,11 +413,137 @@ mod tests {
     }
 
     #[test]
+    fn mqtts_urls_default_to_port_8883_and_turn_tls_on() {
+        assert_eq!(
+            parse_mqtt_url("mqtts://broker.example").unwrap(),
+            ("broker.example".into(), 8883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtts://[::1]:8884").unwrap(),
+            ("::1".into(), 8884)
+        );
+        assert!(url_uses_tls("mqtts://broker.example"));
+        assert!(!url_uses_tls("mqtt://broker.example"));
+        let mqtt = MqttConfig {
+            url: "mqtts://broker.example".into(),
+            ca_file: "/etc/vigie/ca.pem".into(),
+            ..MqttConfig::default()
+        };
+        let o = IngestOptions::from_config(
+            &mqtt,
+            &IngestConfig::default(),
+            "broker.example".into(),
+            8883,
+        );
+        assert_eq!(
+            o.tls,
+            Some(TlsOptions {
+                ca_file: Some("/etc/vigie/ca.pem".into())
+            })
+        );
+        assert_eq!(o.broker_url(), "mqtts://broker.example:8883");
+    }
+
+    #[test]
+    fn a_plain_url_ignores_the_ca_file_and_uses_tcp() {
+        let mqtt = MqttConfig {
+            url: "mqtt://h:1883".into(),
+            ca_file: "/etc/vigie/ca.pem".into(),
+            ..MqttConfig::default()
+        };
+        let o = IngestOptions::from_config(&mqtt, &IngestConfig::default(), "h".into(), 1883);
+        assert_eq!(o.tls, None);
+        assert_eq!(o.broker_url(), "mqtt://h:1883");
+        assert!(matches!(o.transport().unwrap(), Transport::Tcp));
+    }
+
+    fn tls_options(ca_file: Option<PathBuf>) -> IngestOptions {
+        let mut o = IngestOptions::new("localhost", 8883);
+        o.tls = Some(TlsOptions { ca_file });
+        o
+    }
+
+    #[test]
+    fn without_a_ca_file_tls_trusts_the_bundled_roots() {
+        assert!(matches!(
+            tls_options(None).transport().unwrap(),
+            Transport::Tls(TlsConfiguration::Rustls(_))
+        ));
+    }
+
+    #[test]
+    fn a_ca_file_with_a_certificate_gives_a_tls_transport() {
+        let ca = rcgen::generate_simple_self_signed(vec!["test CA".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        assert!(matches!(
+            tls_options(Some(path)).transport().unwrap(),
+            Transport::Tls(TlsConfiguration::Rustls(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named_in_the_error() {
+        let e = tls_options(Some("/nonexistent/ca.pem".into()))
+            .transport()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read mqtt.ca_file /nonexistent/ca.pem: No such file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content, why) in [
+            ("empty.pem", "", "holds no PEM certificate"),
+            (
+                "text.pem",
+                "not a certificate\n",
+                "holds no PEM certificate",
+            ),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "holds no PEM certificate",
+            ),
+            (
+                "cut.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n",
+                "is not valid PEM",
+            ),
+            (
+                "junk.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "holds no usable X.509 certificate",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let e = tls_options(Some(path.clone()))
+                .transport()
+                .err()
+                .unwrap()
+                .to_string();
+            let expected = format!("mqtt.ca_file {} {why}", path.display());
+            assert!(e.starts_with(&expected), "{name}: {e}");
+        }
+    }
+
+    #[test]
     fn a_password_in_a_url_is_refused_and_never_echoed() {
         let e = parse_mqtt_url("mqtt://user:s3cret@h:1883")
             .unwrap_err()
             .to_string();
         assert!(!e.contains("s3cret") && e.contains("mqtt.password"), "{e}");
+        let e = parse_mqtt_url("mqtts://user:s3cret@h")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret") && e.contains("mqtts://…@h"), "{e}");
     }
 
     #[test]

@@ -20,13 +20,18 @@
 //! bounded publish channel and the broker's in-flight window already bound.
 //! This task must never await anything but the event loop, the channels and the stop
 //! signal.
+//!
+//! A failed connection is one log line naming the broker URL and the reason; a TLS
+//! failure (unknown authority, wrong host name, plain port) says what to check. It is
+//! retried like any other connection error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter};
-use rumqttc::{PubAck, Publish, Request, SubscribeReasonCode};
+use rumqttc::{ConnectionError, PubAck, Publish, Request, SubscribeReasonCode, TlsError};
+use rustls::{CertificateError, InvalidMessage};
 use tokio::sync::{mpsc, watch};
 use vigie_core::Timestamp;
 use vigie_core::metrics::Metrics;
@@ -85,6 +90,46 @@ async fn write_acks(eventloop: &mut EventLoop, acks: &[Ack], current: u64) -> us
         return 0;
     }
     written
+}
+
+/// The reason a connection failed, in one line; TLS failures say what to check.
+fn describe_failure(e: &ConnectionError) -> String {
+    let ConnectionError::Tls(tls) = e else {
+        return e.to_string();
+    };
+    let refused = match tls {
+        TlsError::TLS(r) => Some(r),
+        TlsError::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        TlsError::DNSName(_) => {
+            return "TLS: the host of mqtt.url is not a valid DNS name or IP address".into();
+        }
+        _ => None,
+    };
+    let Some(r) = refused else {
+        return format!("TLS: {tls}");
+    };
+    let hint = match r {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => {
+                "the broker's certificate is not signed by a trusted authority (mqtt.ca_file, or the bundled Mozilla roots when it is empty)"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the broker's certificate does not name the host of mqtt.url"
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the broker's certificate has expired"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the broker's certificate is not valid yet (check the clock)"
+            }
+            _ => "the broker's certificate was refused",
+        },
+        rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            "the broker did not answer in TLS (is this port a TLS listener?)"
+        }
+        _ => "the broker and vigie could not agree",
+    };
+    format!("TLS handshake failed: {hint}: {r}")
 }
 
 /// The connection task's state.
@@ -249,7 +294,8 @@ impl Connection {
                     }
                     failures += 1;
                     tracing::warn!(
-                        "MQTT connection to {endpoint} failed ({e}); attempt {failures}, retrying in {backoff:?}"
+                        "MQTT connection to {endpoint} failed ({}); attempt {failures}, retrying in {backoff:?}",
+                        describe_failure(&e)
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -263,5 +309,53 @@ impl Connection {
             }
         }
         metrics.mqtt_connected.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_failure(r: rustls::Error) -> ConnectionError {
+        ConnectionError::Tls(TlsError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            r,
+        )))
+    }
+
+    #[test]
+    fn an_unknown_authority_is_described_with_what_to_check() {
+        let line = describe_failure(&tls_failure(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )));
+        assert!(
+            line.starts_with("TLS handshake failed: the broker's certificate is not signed by a trusted authority (mqtt.ca_file")
+                && line.contains("UnknownIssuer"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_host_name_and_a_plain_port_are_described() {
+        let line = describe_failure(&tls_failure(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        )));
+        assert!(
+            line.contains("does not name the host of mqtt.url"),
+            "{line}"
+        );
+        let line = describe_failure(&tls_failure(rustls::Error::InvalidMessage(
+            InvalidMessage::InvalidContentType,
+        )));
+        assert!(line.contains("is this port a TLS listener?"), "{line}");
+    }
+
+    #[test]
+    fn a_plain_connection_error_is_left_as_rumqttc_says_it() {
+        let e = ConnectionError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(describe_failure(&e), "I/O: connection refused");
     }
 }

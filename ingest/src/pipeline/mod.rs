@@ -84,6 +84,7 @@ pub async fn run_with_decoders(
     if let Some((user, password)) = &opts.credentials {
         mqtt.set_credentials(user.clone(), password.clone());
     }
+    mqtt.set_transport(opts.transport()?);
     let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
     let (tx, rx) = mpsc::channel(opts.batch_max_messages);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
@@ -92,7 +93,7 @@ pub async fn run_with_decoders(
     let decoders = Arc::new(decoders);
     let committer = Committer::new(registry, store);
     let generation = Arc::new(AtomicU64::new(0));
-    let endpoint = format!("{}:{}", opts.host, opts.port);
+    let endpoint = opts.broker_url();
     tracing::info!(
         "ingest connecting to MQTT broker {endpoint} as {:?} (persistent session, QoS 1, manual acks)",
         opts.client_id
