@@ -242,11 +242,11 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
 
     let listener = bind_http(&config).await?;
     tracing::info!("dashboard on http://{}", listener.local_addr()?);
-    let state = vigie_dashboard::AppState::new(
+    let state = vigie_dashboard::AppState::with_http(
         stores.registry.clone(),
         stores.store.clone(),
         metrics.clone(),
-        config.http.session_ttl.0,
+        &config.http,
     );
     let web = tokio::spawn(vigie_dashboard::serve(listener, state, parts.wait()));
     spawn_retention(&config, stores.store.clone(), parts.wait());
@@ -377,12 +377,8 @@ pub(crate) async fn run_dashboard(config: Config) -> Result<()> {
     });
     let listener = bind_http(&config).await?;
     tracing::info!("dashboard on http://{}", listener.local_addr()?);
-    let state = vigie_dashboard::AppState::new(
-        stores.registry,
-        stores.store,
-        metrics,
-        config.http.session_ttl.0,
-    );
+    let state =
+        vigie_dashboard::AppState::with_http(stores.registry, stores.store, metrics, &config.http);
     vigie_dashboard::serve(listener, state, shutdown.wait()).await?;
     Ok(())
 }

@@ -1,29 +1,38 @@
-//! Who is calling: login sessions (cookie `vigie_session`), API bearer tokens, CSRF.
+//! Who is calling: login sessions (cookie `vigie_session`), API bearer tokens, CSRF,
+//! and the login form's brute-force protection.
 //!
 //! Pages take a [`SessionUser`] (no session: redirect to `/login?next=…`); API handlers
 //! take an [`ApiCaller`] (bearer token or session; neither: 401 JSON). The session
-//! cookie is `HttpOnly; SameSite=Strict; Path=/`. It is not marked `Secure`, because
-//! vigie serves plain HTTP on loopback by default; behind an HTTPS reverse proxy the
-//! cookie should gain `Secure` (a later setting). Cross-site writes are refused twice:
+//! cookie is `HttpOnly; SameSite=Strict; Path=/`, plus `Secure` when
+//! `http.secure_cookies` is on (behind an HTTPS reverse proxy; off by default because
+//! vigie serves plain HTTP on loopback). Cross-site writes are refused twice:
 //! [`refuse_cross_site`] rejects any non-GET/HEAD request whose `Origin` or
 //! `Sec-Fetch-Site` says it comes from another site, and every form carries the
 //! session's CSRF token, checked by [`SessionUser::check_csrf`]. The login form itself
-//! has no session yet and relies on the first defence. This module must never log a
-//! password or a token, and never redirect to another site after login.
+//! has no session yet and relies on the first defence.
+//!
+//! `POST /login` goes through the [`LoginThrottle`](crate::throttle::LoginThrottle):
+//! once a user name or a client address ([`client_addr`]) has too many recent
+//! failures, attempts answer 429 with `Retry-After` and a French message, without the
+//! password being checked. This module must never log a password or a token, and never
+//! redirect to another site after login.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::Form;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use vigie_core::registry::{Role, User};
 
 use crate::AppState;
 use crate::error::{ApiError, PageError};
 use crate::pages::login;
+use crate::throttle::Locked;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "vigie_session";
@@ -181,14 +190,96 @@ pub async fn login_page(Query(q): Query<HashMap<String, String>>) -> Response {
     login::page(&next, None).into_response()
 }
 
-/// `POST /login`: checks the password, opens a session, sets the cookie.
+/// The client address that the login throttle counts: the TCP peer or, when the peer
+/// is a loopback address (a reverse proxy on the same machine, vigie's default set-up
+/// behind HTTPS), the right-most address of `X-Forwarded-For`, which is the one that
+/// proxy saw. A remote peer's `X-Forwarded-For` is ignored: anyone can write it.
+pub fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?;
+    if !peer.is_loopback() {
+        return Some(peer);
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .and_then(|v| {
+            v.parse::<IpAddr>()
+                .ok()
+                .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        });
+    Some(forwarded.unwrap_or(peer))
+}
+
+/// The caller's address as [`client_addr`] reads it (`None` when the app is served
+/// without connection info).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let peer = Option::<Extension<ConnectInfo<SocketAddr>>>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .flatten()
+            .map(|Extension(ConnectInfo(a))| a.ip());
+        Ok(ClientAddr(client_addr(peer, &parts.headers)))
+    }
+}
+
+/// What a refused login shows for a lock: `Trop de tentatives : réessayez dans 5
+/// minutes.`
+pub fn too_many_attempts_message(locked: &Locked) -> String {
+    match locked.minutes() {
+        1 => "Trop de tentatives : réessayez dans 1 minute.".to_string(),
+        n => format!("Trop de tentatives : réessayez dans {n} minutes."),
+    }
+}
+
+fn too_many_attempts(next: &str, locked: &Locked) -> Response {
+    let mut res = (
+        StatusCode::TOO_MANY_REQUESTS,
+        login::page(next, Some(&too_many_attempts_message(locked))),
+    )
+        .into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(locked.seconds()));
+    res
+}
+
+/// A user name as logged: at most 64 characters, control characters replaced.
+fn logged_name(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// `POST /login`: checks the password, opens a session, sets the cookie; refused
+/// with 429 while the user name or the client address is locked out.
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let next = safe_next(form.get("next").map(String::as_str));
     let name = form.get("username").map(|s| s.trim()).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
+    let shown_addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+    if let Some(locked) = state.login_throttle.check(name, addr) {
+        tracing::warn!(
+            user = logged_name(name),
+            addr = shown_addr,
+            retry_after_s = locked.seconds(),
+            "login refused: too many failed attempts"
+        );
+        return too_many_attempts(&next, &locked);
+    }
     let refused = |msg: &str| (StatusCode::UNAUTHORIZED, login::page(&next, Some(msg)));
     if name.is_empty() || password.is_empty() {
         return refused("Saisissez votre identifiant et votre mot de passe.").into_response();
@@ -196,21 +287,35 @@ pub async fn login(
     let user = match state.registry.verify_password(name, password).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            tracing::info!(user = name, "login refused");
+            let lock = state.login_throttle.record_failure(name, addr);
+            tracing::warn!(
+                user = logged_name(name),
+                addr = shown_addr,
+                "login failed: wrong user name or password"
+            );
+            if let Some(locked) = lock {
+                tracing::warn!(
+                    user = logged_name(name),
+                    addr = shown_addr,
+                    lockout_s = locked.seconds(),
+                    "login locked out after too many failures"
+                );
+            }
             return refused("Identifiant ou mot de passe incorrect.").into_response();
         }
         Err(e) => return PageError::from(e).into_response(),
     };
+    state.login_throttle.record_success(name);
     let ttl_ms = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let session = match state.registry.create_session(user.id, ttl_ms).await {
         Ok(s) => s,
         Err(e) => return PageError::from(e).into_response(),
     };
-    tracing::info!(user = %user.name, "login");
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        session.token,
-        state.session_ttl.as_secs()
+    tracing::info!(user = %user.name, addr = shown_addr, "login");
+    let cookie = session_cookie(
+        &session.token,
+        state.session_ttl.as_secs(),
+        state.secure_cookies,
     );
     let mut res = Redirect::to(&next).into_response();
     match HeaderValue::from_str(&cookie) {
@@ -220,6 +325,15 @@ pub async fn login(
         }
         Err(e) => PageError::internal("building the session cookie", &e).into_response(),
     }
+}
+
+/// The `Set-Cookie` value of a session: `HttpOnly; SameSite=Strict; Path=/`, `Secure`
+/// when asked; `max_age_s` 0 clears the cookie.
+pub fn session_cookie(token: &str, max_age_s: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"
+    )
 }
 
 /// `POST /logout`: ends the session (CSRF-checked) and clears the cookie.
@@ -234,10 +348,9 @@ pub async fn logout(
         .delete_session(&session.session_token)
         .await?;
     let mut res = Redirect::to("/login").into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("vigie_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    let cleared = HeaderValue::from_str(&session_cookie("", 0, state.secure_cookies))
+        .map_err(|e| PageError::internal("building the session cookie", &e))?;
+    res.headers_mut().insert(header::SET_COOKIE, cleared);
     Ok(res)
 }
 
@@ -337,6 +450,46 @@ mod tests {
         let h = headers(&[("cookie", "a=1; vigie_session=abc ; b=2")]);
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_local_proxy_forwarded_one() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let fwd = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.7")]);
+        // A local reverse proxy: the right-most forwarded address is the one it saw.
+        assert_eq!(
+            client_addr(Some(ip("127.0.0.1")), &fwd),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(client_addr(Some(ip("::1")), &fwd), Some(ip("198.51.100.7")));
+        // A remote peer cannot choose its address.
+        assert_eq!(
+            client_addr(Some(ip("192.0.2.1")), &fwd),
+            Some(ip("192.0.2.1"))
+        );
+        let garbage = headers(&[("x-forwarded-for", "not an address")]);
+        assert_eq!(
+            client_addr(Some(ip("127.0.0.1")), &garbage),
+            Some(ip("127.0.0.1"))
+        );
+        let with_port = headers(&[("x-forwarded-for", "[2001:db8::1]:4711")]);
+        assert_eq!(
+            client_addr(Some(ip("127.0.0.1")), &with_port),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(client_addr(None, &fwd), None);
+    }
+
+    #[test]
+    fn the_lockout_message_counts_whole_minutes_in_french() {
+        let msg = |s| {
+            too_many_attempts_message(&Locked {
+                retry_after: std::time::Duration::from_secs(s),
+            })
+        };
+        assert_eq!(msg(300), "Trop de tentatives : réessayez dans 5 minutes.");
+        assert_eq!(msg(241), "Trop de tentatives : réessayez dans 5 minutes.");
+        assert_eq!(msg(59), "Trop de tentatives : réessayez dans 1 minute.");
     }
 
     #[test]

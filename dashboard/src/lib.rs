@@ -6,7 +6,8 @@
 //! building answers 404 rather than 403. Only `/login`, `/healthz` and `/metrics` are
 //! public. This crate reads the registry and the store; it must never write samples.
 //!
-//! Layout: [`auth`] (sessions, tokens, CSRF), `api/` (JSON, one file per resource),
+//! Layout: [`auth`] (sessions, tokens, CSRF), [`throttle`] (login brute-force
+//! protection), `api/` (JSON, one file per resource),
 //! `pages/` (HTML, one file per page family), [`charts`], [`format`] (French numbers
 //! and dates), [`openapi`], `health` (`/healthz`, `/metrics`).
 
@@ -19,8 +20,10 @@ pub mod format;
 mod health;
 pub mod openapi;
 pub mod pages;
+pub mod throttle;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +31,12 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::middleware;
 use axum::routing::{get, post};
+use vigie_core::config::HttpConfig;
 use vigie_core::metrics::Metrics;
 use vigie_core::registry::Registry;
 use vigie_core::store::TimeSeriesStore;
+
+use crate::throttle::{Clock, LoginThrottle, SystemClock};
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -44,22 +50,54 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
+    /// Whether the session cookie carries `Secure` (HTTPS only).
+    pub secure_cookies: bool,
+    /// Failed-login counters (per process, in memory).
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 impl AppState {
-    /// The state of a dashboard over these parts.
+    /// The state of a dashboard over these parts, with the default HTTP settings but
+    /// for the session lifetime.
     pub fn new(
         registry: Registry,
         store: Arc<dyn TimeSeriesStore>,
         metrics: Arc<Metrics>,
         session_ttl: Duration,
     ) -> AppState {
+        let http = HttpConfig {
+            session_ttl: vigie_core::config::HumanDuration(session_ttl),
+            ..HttpConfig::default()
+        };
+        AppState::with_http(registry, store, metrics, &http)
+    }
+
+    /// The state of a dashboard configured by `http` (session lifetime, `Secure`
+    /// cookies, login brute-force protection).
+    pub fn with_http(
+        registry: Registry,
+        store: Arc<dyn TimeSeriesStore>,
+        metrics: Arc<Metrics>,
+        http: &HttpConfig,
+    ) -> AppState {
         AppState {
             registry,
             store,
             metrics,
-            session_ttl,
+            session_ttl: http.session_ttl.0,
+            secure_cookies: http.secure_cookies,
+            login_throttle: Arc::new(LoginThrottle::new(
+                http.login_max_failures,
+                http.login_lockout.0,
+                Arc::new(SystemClock),
+            )),
         }
+    }
+
+    /// The same state with a fresh login throttle reading time from `clock` (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> AppState {
+        self.login_throttle = Arc::new(self.login_throttle.on_clock(clock));
+        self
     }
 }
 
@@ -112,7 +150,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "dashboard listening");
     }
-    axum::serve(listener, router(state))
+    // The peer address feeds the login throttle (see `auth::client_addr`).
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

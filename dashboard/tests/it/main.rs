@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod brute_force;
 mod ops;
 mod pages;
 
@@ -13,12 +14,14 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode};
 use tokio::sync::oneshot;
 use vigie_core::Quantity;
+use vigie_core::config::{HttpConfig, HumanDuration};
 use vigie_core::db::Db;
 use vigie_core::ids::{DeviceId, SeriesId};
 use vigie_core::metrics::Metrics;
 use vigie_core::registry::{Building, Device, DeviceKind, Member, Registry, Role};
 use vigie_core::store::{Sample, SqliteStore};
 use vigie_core::time::Timestamp;
+use vigie_dashboard::throttle::ManualClock;
 use vigie_dashboard::{AppState, serve};
 
 pub(crate) const PASSWORD: &str = "correct horse battery";
@@ -55,6 +58,15 @@ pub(crate) fn ts(rfc3339: &str) -> Timestamp {
 
 impl TestApp {
     pub(crate) async fn start() -> TestApp {
+        let http = HttpConfig {
+            session_ttl: HumanDuration(Duration::from_secs(3600)),
+            ..HttpConfig::default()
+        };
+        TestApp::start_with(&http, None).await
+    }
+
+    /// A dashboard configured by `http`, its login throttle on `clock` when given.
+    pub(crate) async fn start_with(http: &HttpConfig, clock: Option<Arc<ManualClock>>) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open_dir(dir.path()).expect("open db");
         let registry = Registry::new(db.clone());
@@ -127,12 +139,15 @@ impl TestApp {
         .expect("users");
 
         let metrics = Arc::new(Metrics::new());
-        let state = AppState::new(
+        let mut state = AppState::with_http(
             registry.clone(),
             Arc::new(store.clone()),
             metrics.clone(),
-            Duration::from_secs(3600),
+            http,
         );
+        if let Some(clock) = clock {
+            state = state.with_clock(clock);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,229 @@
+//! Login brute-force protection and the session cookie's attributes, over real HTTP
+//! from two loopback addresses (127.0.0.1 and 127.0.0.2), with the throttle's clock
+//! moved by hand.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{RETRY_AFTER, SET_COOKIE};
+use reqwest::{Client, Response, StatusCode};
+use vigie_core::config::{HttpConfig, HumanDuration};
+use vigie_dashboard::throttle::ManualClock;
+
+use crate::{PASSWORD, TestApp};
+
+const WRONG: &str = "not the password, but close";
+
+/// An HTTP client whose connections come from `local` (a loopback address).
+fn client_from(local: &str) -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(Some(local.parse().expect("ip")))
+        .build()
+        .expect("client")
+}
+
+async fn attempt(app: &TestApp, client: &Client, user: &str, password: &str) -> Response {
+    client
+        .post(app.url("/login"))
+        .form(&[("username", user), ("password", password), ("next", "/")])
+        .send()
+        .await
+        .expect("POST /login")
+}
+
+/// Asserts a refusal for too many attempts: 429, no cookie, `Retry-After`, and the
+/// French message with `minutes`.
+async fn assert_locked(res: Response, minutes: &str, what: &str) {
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
+    assert!(res.headers().get(SET_COOKIE).is_none(), "{what}");
+    assert!(res.headers().get(RETRY_AFTER).is_some(), "{what}");
+    let html = res.text().await.expect("body");
+    let expected = format!("Trop de tentatives : réessayez dans {minutes}.");
+    assert!(html.contains(&expected), "{what}: {html}");
+}
+
+fn assert_logged_in(res: &Response, what: &str) {
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{what}");
+    assert!(res.headers().get(SET_COOKIE).is_some(), "{what}");
+}
+
+#[tokio::test]
+async fn five_failures_lock_the_name_and_the_address_until_the_lockout_ends() {
+    let clock = Arc::new(ManualClock::new());
+    let app = TestApp::start_with(&HttpConfig::default(), Some(clock.clone())).await;
+    let here = client_from("127.0.0.1");
+    let elsewhere = client_from("127.0.0.2");
+
+    for i in 1..=5 {
+        let res = attempt(&app, &here, "alice", WRONG).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    // The right password is refused now, from the same address or another one.
+    let res = attempt(&app, &here, "alice", PASSWORD).await;
+    assert_eq!(
+        res.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()),
+        Some("300")
+    );
+    assert_locked(res, "5 minutes", "alice from .1").await;
+    assert_locked(
+        attempt(&app, &elsewhere, "alice", PASSWORD).await,
+        "5 minutes",
+        "alice from .2",
+    )
+    .await;
+    // The address is locked for every name.
+    assert_locked(
+        attempt(&app, &here, "bob", PASSWORD).await,
+        "5 minutes",
+        "bob from .1",
+    )
+    .await;
+    // Another user from another address is not affected.
+    assert_logged_in(
+        &attempt(&app, &elsewhere, "bob", PASSWORD).await,
+        "bob from .2",
+    );
+
+    clock.advance(Duration::from_secs(4 * 60 + 30));
+    assert_locked(
+        attempt(&app, &here, "alice", PASSWORD).await,
+        "1 minute",
+        "alice after 4 min 30",
+    )
+    .await;
+    clock.advance(Duration::from_secs(30));
+    assert_logged_in(
+        &attempt(&app, &here, "alice", PASSWORD).await,
+        "alice after the lockout",
+    );
+}
+
+#[tokio::test]
+async fn a_success_resets_the_user_names_counter() {
+    let clock = Arc::new(ManualClock::new());
+    let app = TestApp::start_with(&HttpConfig::default(), Some(clock)).await;
+    // Failures spread over two addresses so that neither reaches the limit alone.
+    let (a, b) = (client_from("127.0.0.1"), client_from("127.0.0.2"));
+    for _ in 0..4 {
+        attempt(&app, &a, "alice", WRONG).await;
+    }
+    assert_logged_in(&attempt(&app, &b, "alice", PASSWORD).await, "after 4");
+    for _ in 0..4 {
+        attempt(&app, &b, "alice", WRONG).await;
+    }
+    // 8 failures in all, but only 4 since the success.
+    assert_logged_in(
+        &attempt(&app, &client_from("127.0.0.3"), "alice", PASSWORD).await,
+        "4 since the success",
+    );
+}
+
+#[tokio::test]
+async fn the_limits_come_from_the_configuration() {
+    let clock = Arc::new(ManualClock::new());
+    let http = HttpConfig {
+        login_max_failures: 2,
+        login_lockout: HumanDuration(Duration::from_secs(15 * 60)),
+        ..HttpConfig::default()
+    };
+    let app = TestApp::start_with(&http, Some(clock.clone())).await;
+    let c = client_from("127.0.0.1");
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(&app, &c, "alice", WRONG).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_locked(
+        attempt(&app, &c, "alice", PASSWORD).await,
+        "15 minutes",
+        "2 failures",
+    )
+    .await;
+    clock.advance(Duration::from_secs(15 * 60));
+    assert_logged_in(&attempt(&app, &c, "alice", PASSWORD).await, "after 15 min");
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn failures_are_logged_with_name_and_address_but_never_the_password() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // Global, because tracing caches per call site whether anyone listens, and the
+    // other tests of this binary run alongside without a subscriber. Their lines land
+    // in the buffer too (none may hold a password either); this test counts only its
+    // own user name.
+    tracing::subscriber::set_global_default(subscriber).expect("first global subscriber");
+    let clock = Arc::new(ManualClock::new());
+    let app = TestApp::start_with(&HttpConfig::default(), Some(clock)).await;
+    let c = client_from("127.0.0.9");
+    for _ in 0..5 {
+        attempt(&app, &c, "mallory", WRONG).await;
+    }
+    attempt(&app, &c, "mallory", PASSWORD).await;
+    let log = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("login failed") && l.contains("mallory"))
+        .collect();
+    assert_eq!(failed.len(), 5, "{log}");
+    assert!(failed.iter().all(|l| l.contains("127.0.0.9")), "{log}");
+    let mallory = |what: &str| {
+        log.lines()
+            .any(|l| l.contains(what) && l.contains("mallory") && l.contains("127.0.0.9"))
+    };
+    assert!(mallory("locked out"), "{log}");
+    assert!(mallory("too many failed attempts"), "{log}");
+    assert!(!log.contains(WRONG), "password in the log: {log}");
+    assert!(!log.contains(PASSWORD), "password in the log: {log}");
+}
+
+async fn session_cookie(app: &TestApp) -> String {
+    let res = attempt(app, &app.client, "alice", PASSWORD).await;
+    assert_logged_in(&res, "alice");
+    res.headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_only_when_configured() {
+    for secure in [false, true] {
+        let http = HttpConfig {
+            secure_cookies: secure,
+            ..HttpConfig::default()
+        };
+        let app = TestApp::start_with(&http, None).await;
+        let set = session_cookie(&app).await;
+        let attrs: Vec<&str> = set.split(';').map(str::trim).collect();
+        assert!(attrs[0].starts_with("vigie_session="), "{set}");
+        assert!(attrs.contains(&"HttpOnly"), "{set}");
+        assert!(attrs.contains(&"Path=/"), "{set}");
+        assert!(
+            attrs.contains(&"SameSite=Strict") || attrs.contains(&"SameSite=Lax"),
+            "{set}"
+        );
+        assert_eq!(attrs.contains(&"Secure"), secure, "{set}");
+    }
+}
