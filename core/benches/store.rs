@@ -8,6 +8,10 @@
 //! (b) a month of raw one-minute data of one series, (c) the latest value of 10,000
 //! series. Prints figures; asserts nothing about time.
 //!
+//! Also, on a fresh file: the write pattern of `vigie bench ingest` (400 gauge series,
+//! batches of 2,000 samples = 500 messages of 4 values, one-minute steps), the store's
+//! share of an ingest commit. `VIGIE_BENCH_ONLY=ingest` runs only that part.
+//!
 //! Run: `cargo bench -p vigie-core --bench store` (see BENCHMARKS.md).
 
 use std::sync::Arc;
@@ -266,8 +270,40 @@ fn print(figs: &[Figures]) {
     });
 }
 
+/// The write pattern of `vigie bench ingest`: 100 devices × 4 gauges, one sample a
+/// minute each, 500 messages (2,000 samples) per batch; returns (samples/s, mean ms per
+/// batch).
+async fn ingest_pattern(batches: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::new(Db::open_dir(dir.path()).expect("db"));
+    let start = Timestamp::now().0 - (batches as i64 * 5 + 1) * 60_000;
+    let batches: Vec<Vec<Sample>> = (0..batches as i64)
+        .map(|b| {
+            (0..5 * 100 * 4)
+                .map(|i| Sample {
+                    series: SeriesId(1 + i % 400),
+                    ts: Timestamp(start + (b * 5 + i / 400) * 60_000),
+                    value: 19.0 + ((b * 5 + i) % 50) as f64 / 10.0,
+                })
+                .collect()
+        })
+        .collect();
+    let (n, t) = write_all(&store, &batches).await;
+    (
+        n as f64 / t.as_secs_f64(),
+        t.as_secs_f64() * 1e3 / batches.len() as f64,
+    )
+}
+
 #[tokio::main]
 async fn main() {
+    let (rate, per_batch) = ingest_pattern(200).await;
+    println!(
+        "sqlite, ingest pattern (400 series, 2,000 samples per batch, 200 batches): {rate:.0} samples/s, {per_batch:.2} ms per batch"
+    );
+    if std::env::var("VIGIE_BENCH_ONLY").is_ok_and(|v| v == "ingest") {
+        return;
+    }
     let years: i64 = std::env::var("VIGIE_BENCH_YEARS")
         .ok()
         .and_then(|y| y.parse().ok())

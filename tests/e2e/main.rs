@@ -7,4 +7,6 @@ mod export;
 mod external;
 mod faults;
 mod pipeline;
+mod retention;
 mod server;
+mod tls;

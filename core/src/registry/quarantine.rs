@@ -35,11 +35,14 @@ pub enum QuarantineReason {
     BadTopic,
     /// The payload is larger than allowed.
     TooLarge,
+    /// The sample is older than the raw retention window (`storage.raw_retention_days`):
+    /// its raw neighbours were deleted, so the store cannot place it.
+    OlderThanRetention,
 }
 
 impl QuarantineReason {
     /// Every reason (for metrics with zero counts).
-    pub const ALL: [QuarantineReason; 9] = [
+    pub const ALL: [QuarantineReason; 10] = [
         QuarantineReason::Malformed,
         QuarantineReason::UnknownDevice,
         QuarantineReason::UnknownQuantity,
@@ -49,6 +52,7 @@ impl QuarantineReason {
         QuarantineReason::FutureTimestamp,
         QuarantineReason::BadTopic,
         QuarantineReason::TooLarge,
+        QuarantineReason::OlderThanRetention,
     ];
     /// Stable text form, also the metrics label.
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl QuarantineReason {
             QuarantineReason::FutureTimestamp => "future_timestamp",
             QuarantineReason::BadTopic => "bad_topic",
             QuarantineReason::TooLarge => "too_large",
+            QuarantineReason::OlderThanRetention => "older_than_retention",
         }
     }
     /// French label for the dashboard.
@@ -76,6 +81,7 @@ impl QuarantineReason {
             QuarantineReason::FutureTimestamp => "Horodatage dans le futur",
             QuarantineReason::BadTopic => "Sujet MQTT inconnu",
             QuarantineReason::TooLarge => "Message trop gros",
+            QuarantineReason::OlderThanRetention => "Plus ancien que la durée de conservation",
         }
     }
     fn parse(s: &str) -> QuarantineReason {

@@ -125,6 +125,19 @@ pub enum StoreError {
     /// The query cannot be answered.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    /// A write held samples older than the raw retention cut; nothing was written.
+    /// Callers filter with [`TimeSeriesStore::raw_retained_before`] first.
+    #[error(
+        "{refused} sample(s) older than the raw retention cut {retained_before} (first at {first}); nothing written"
+    )]
+    OlderThanRetention {
+        /// How many samples of the batch were too old.
+        refused: u64,
+        /// The earliest of them.
+        first: Timestamp,
+        /// Raw samples before this instant were deleted.
+        retained_before: Timestamp,
+    },
 }
 
 /// What ingest, alerting, analytics and the dashboard need from a time-series store.
@@ -150,9 +163,17 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     /// Deletes raw samples older than `before`; aggregates of older periods must not
     /// change. Returns how many raw samples were removed. The embedded store cuts at
     /// the Paris midnight starting `before`'s day (so no rollup bucket is left half
-    /// raw) and then refuses samples older than the cut; remote backends delete
-    /// nothing (their server's retention applies).
+    /// raw) and then refuses samples older than the cut (a write holding one fails
+    /// with [`StoreError::OlderThanRetention`] and writes nothing); remote backends
+    /// delete nothing (their server's retention applies).
     async fn retain(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The retention cut: raw samples before it were deleted and writes of samples
+    /// before it are refused. `None` when nothing was ever retained (the default, and
+    /// remote backends).
+    async fn raw_retained_before(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(None)
+    }
 
     /// Number of raw samples stored (all series).
     async fn count(&self) -> Result<u64, StoreError>;

@@ -50,18 +50,26 @@ impl SqliteStore {
     }
 
     /// Writes a batch on the calling (blocking) thread, with its rollups, in one
-    /// transaction. Samples older than the retention watermark (see
-    /// [`TimeSeriesStore::retain`]) are not stored: their neighbours are gone, so their
-    /// consumption step cannot be known; they are reported as duplicates and logged.
-    pub fn write_blocking(&self, samples: &[Sample]) -> Result<WriteReport, DbError> {
+    /// transaction. A batch holding a sample older than the retention cut (see
+    /// [`TimeSeriesStore::retain`]) is refused whole with
+    /// [`StoreError::OlderThanRetention`]: that sample's neighbours are gone, so its
+    /// consumption step cannot be known, and it must not vanish silently.
+    pub fn write_blocking(&self, samples: &[Sample]) -> Result<WriteReport, StoreError> {
         if samples.is_empty() {
             return Ok(WriteReport::default());
         }
-        let inserted = self.db.call_blocking(|c| {
+        let written = self.db.call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut inserted = 0u64;
-            let mut too_old = 0u64;
             let watermark = rollup::watermark(&tx)?;
+            let too_old = samples.iter().filter(|s| s.ts.0 < watermark);
+            if let Some(first) = too_old.clone().map(|s| s.ts).min() {
+                return Ok(Err(StoreError::OlderThanRetention {
+                    refused: too_old.count() as u64,
+                    first,
+                    retained_before: Timestamp(watermark),
+                }));
+            }
+            let mut inserted = 0u64;
             let mut touched = rollup::Touched::default();
             {
                 let mut st = tx.prepare_cached(
@@ -70,10 +78,6 @@ impl SqliteStore {
                 let mut undo =
                     tx.prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts = ?2")?;
                 for s in samples {
-                    if s.ts.0 < watermark {
-                        too_old += 1;
-                        continue;
-                    }
                     if st.execute(params![s.series.0, s.ts.0, s.value])? == 0 {
                         continue;
                     }
@@ -88,15 +92,9 @@ impl SqliteStore {
             }
             touched.recompute(&tx)?;
             tx.commit()?;
-            if too_old > 0 {
-                tracing::warn!(
-                    too_old,
-                    retained_before = %Timestamp(watermark),
-                    "samples older than the raw retention window were not stored"
-                );
-            }
-            Ok(inserted)
+            Ok(Ok(inserted))
         })?;
+        let inserted = written?;
         let pending = self.since_compaction.fetch_add(inserted, Ordering::Relaxed) + inserted;
         if pending >= COMPACT_EVERY {
             self.since_compaction.store(0, Ordering::Relaxed);
@@ -184,7 +182,6 @@ impl TimeSeriesStore for SqliteStore {
         tokio::task::spawn_blocking(move || this.write_blocking(&samples))
             .await
             .map_err(|e| DbError::Task(e.to_string()))?
-            .map_err(StoreError::from)
     }
 
     async fn range(
@@ -254,6 +251,16 @@ impl TimeSeriesStore for SqliteStore {
             .await
             .map_err(|e| DbError::Task(e.to_string()))?
             .map_err(StoreError::from)
+    }
+
+    async fn raw_retained_before(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .db
+            .call(|c| {
+                let w = rollup::watermark(c)?;
+                Ok((w != i64::MIN).then_some(Timestamp(w)))
+            })
+            .await?)
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

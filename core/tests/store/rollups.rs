@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use vigie_core::store::{
-    AggregateQuery, Aggregation, Point, Sample, TimeSeriesStore, aggregate_points, bucket_query,
+    AggregateQuery, Aggregation, Point, Sample, StoreError, TimeSeriesStore, aggregate_points,
+    bucket_query,
 };
 use vigie_core::time::{Bucket, periods};
 use vigie_core::{SeriesId, Timestamp};
@@ -252,12 +253,43 @@ async fn retention_removes_old_raw_samples_and_keeps_daily_and_monthly_consumpti
     let want = aggregate_points(&[expected], Aggregation::Consumption, &first_march.periods);
     assert_eq!(store.aggregate(&first_march).await.expect("march"), want);
 
-    // A sample older than the cut is refused: its neighbours are gone.
-    let report = store
-        .write(&[sample(3, paris(2026, 2, 10, 0, 30), 1e9)])
-        .await
-        .expect("too old");
-    assert_eq!(report.inserted, 0);
+    // A batch holding a sample older than the cut is refused whole, visibly: that
+    // sample's neighbours are gone. The cut is readable, so callers can filter first.
+    assert_eq!(
+        store.raw_retained_before().await.expect("cut"),
+        Some(paris(2026, 3, 1, 0, 0))
+    );
+    let refused = store
+        .write(&[
+            sample(3, paris(2026, 2, 10, 0, 30), 1e9),
+            sample(3, paris(2026, 4, 30, 23, 30), 1e9),
+        ])
+        .await;
+    match refused {
+        Err(StoreError::OlderThanRetention {
+            refused,
+            first,
+            retained_before,
+        }) => {
+            assert_eq!(refused, 1);
+            assert_eq!(first, paris(2026, 2, 10, 0, 30));
+            assert_eq!(retained_before, paris(2026, 3, 1, 0, 0));
+        }
+        other => panic!("expected OlderThanRetention, got {other:?}"),
+    }
+    assert!(
+        store
+            .range(
+                SeriesId(3),
+                paris(2026, 4, 30, 23, 0),
+                paris(2026, 5, 1, 0, 0)
+            )
+            .await
+            .expect("range")
+            .iter()
+            .all(|p| p.value != 1e9),
+        "nothing of the refused batch was written"
+    );
     assert_eq!(
         store.aggregate(&monthly).await.expect("monthly")[1],
         before_monthly[1]

@@ -3,6 +3,11 @@
 //! idempotent store transaction, then the registry side (quarantine, last seen,
 //! statuses, pending devices).
 //!
+//! Readings older than the store's raw retention cut are quarantined
+//! (`older_than_retention`) while the rest of the batch is stored. If retention moves
+//! the cut between the check and the write, the store refuses the write whole and the
+//! attempt is made again against the new cut.
+//!
 //! An attempt may be repeated after a failure: every write in it is idempotent, and
 //! the caches it uses are forgotten on failure ([`Committer::forget`]). This module must
 //! never write the registry side of a batch whose samples were not committed.
@@ -10,10 +15,27 @@
 use std::sync::Arc;
 
 use vigie_core::registry::Registry;
-use vigie_core::store::{TimeSeriesStore, WriteReport};
+use vigie_core::store::{StoreError, TimeSeriesStore, WriteReport};
 
 use super::plan::{self, DecodedMessage, DeviceCache, Plan};
 use crate::normalise::{MeterCache, Normaliser};
+
+/// Commits made again when retention moves its cut during one (once a day at most).
+const RETENTION_RETRIES: u32 = 3;
+
+/// Why an attempt failed.
+enum Attempt {
+    /// The store refused samples older than a cut newer than the one checked.
+    RetentionMoved(StoreError),
+    /// Anything else (described).
+    Failed(String),
+}
+
+impl From<String> for Attempt {
+    fn from(e: String) -> Attempt {
+        Attempt::Failed(e)
+    }
+}
 
 /// What a commit needs; cheap to clone (shared caches).
 #[derive(Clone)]
@@ -43,21 +65,51 @@ impl Committer {
         self.normaliser.forget();
     }
 
-    /// One commit attempt of decoded messages.
+    /// One commit of decoded messages (made again, a few times at most, when retention
+    /// moved its cut meanwhile).
     pub(crate) async fn commit(
         &self,
         messages: Arc<Vec<DecodedMessage>>,
     ) -> Result<(Plan, WriteReport), String> {
+        let mut moved = 0;
+        loop {
+            match self.attempt(messages.clone()).await {
+                Err(Attempt::RetentionMoved(e)) if moved < RETENTION_RETRIES => {
+                    moved += 1;
+                    tracing::info!(
+                        "retention moved its cut during a commit ({e}); committing again"
+                    );
+                    self.forget();
+                }
+                Err(Attempt::RetentionMoved(e)) => {
+                    return Err(format!("{} store write: {e}", self.store.name()));
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(done) => return Ok(done),
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        messages: Arc<Vec<DecodedMessage>>,
+    ) -> Result<(Plan, WriteReport), Attempt> {
+        let retained_before = self
+            .store
+            .raw_retained_before()
+            .await
+            .map_err(|e| format!("{} store read (retention cut): {e}", self.store.name()))?;
         let (registry, devices, meters) = (
             self.registry.clone(),
             self.devices.clone(),
             self.meters.clone(),
         );
         let msgs = messages.clone();
-        let mut plan =
-            tokio::task::spawn_blocking(move || plan::resolve(&msgs, &registry, &devices, &meters))
-                .await
-                .map_err(|e| format!("resolve task: {e}"))??;
+        let mut plan = tokio::task::spawn_blocking(move || {
+            plan::resolve(&msgs, &registry, &devices, &meters, retained_before)
+        })
+        .await
+        .map_err(|e| format!("resolve task: {e}"))??;
         if !plan.jobs.is_empty() {
             let jobs = std::mem::take(&mut plan.jobs);
             let (samples, problems) = self
@@ -73,11 +125,10 @@ impl Committer {
             plan.add_normalised(samples, problems);
         }
         plan.finish(&messages);
-        let report = self
-            .store
-            .write(&plan.samples)
-            .await
-            .map_err(|e| format!("{} store write: {e}", self.store.name()))?;
+        let report = self.store.write(&plan.samples).await.map_err(|e| match e {
+            e @ StoreError::OlderThanRetention { .. } => Attempt::RetentionMoved(e),
+            e => Attempt::Failed(format!("{} store write: {e}", self.store.name())),
+        })?;
         let registry = self.registry.clone();
         let plan = tokio::task::spawn_blocking(move || {
             plan::write_registry(&plan, &registry).map(|()| plan)

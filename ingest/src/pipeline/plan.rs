@@ -176,12 +176,28 @@ impl DeviceCache {
     }
 }
 
+/// The quarantine detail of a reading older than the raw retention cut.
+pub(crate) fn older_than_retention(ts: Timestamp, retained_before: Timestamp) -> Problem {
+    Problem::new(
+        QuarantineReason::OlderThanRetention,
+        format!(
+            "sample at {} is older than the raw retention window (raw samples before {} \
+             were deleted, storage.raw_retention_days): not stored",
+            ts.to_rfc3339(),
+            retained_before.to_rfc3339()
+        ),
+    )
+}
+
 /// Resolves devices and series: blocking (registry); run on the blocking pool.
+/// Readings before `retained_before` (the store's retention cut) become
+/// `older_than_retention` problems of their message instead of samples.
 pub(crate) fn resolve(
     messages: &[DecodedMessage],
     registry: &Registry,
     devices: &DeviceCache,
     meters: &MeterCache,
+    retained_before: Option<Timestamp>,
 ) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let mut last_seen: HashMap<DeviceId, Timestamp> = HashMap::new();
@@ -226,6 +242,12 @@ pub(crate) fn resolve(
             plan.statuses.push((device.clone(), online));
         }
         for r in &m.decoded.readings {
+            if let Some(cut) = retained_before
+                && r.ts < cut
+            {
+                plan.extra.push((i, older_than_retention(r.ts, cut)));
+                continue;
+            }
             if r.quantity.kind() == SeriesKind::Counter {
                 match normalise::counter_job(i, device, r, registry, meters)? {
                     Ok(job) => plan.jobs.push(job),

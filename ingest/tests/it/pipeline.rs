@@ -410,3 +410,77 @@ async fn an_outdoor_thermometers_temperature_is_stored_as_outdoor_temperature() 
     assert_eq!(indoor.map(|p| p.value), Some(20.5));
     h.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_older_than_the_retention_cut_are_quarantined_and_the_rest_of_the_batch_is_stored()
+{
+    // Retention has run: raw samples before 1 January 2026 (Paris) are gone.
+    let mut h = Harness::start_with(|o| {
+        // Both messages in one batch.
+        o.batch_idle = Duration::from_millis(500);
+    })
+    .await;
+    let cut = ts("2025-12-31T23:00:00Z");
+    let store = h.store.clone();
+    tokio::task::spawn_blocking(move || store.retain_blocking(cut))
+        .await
+        .unwrap()
+        .unwrap();
+    h.publish(&[
+        telemetry(
+            "aq-01",
+            r#"[{"ts":"2025-06-01T00:00:00Z","values":{"co2_ppm":500,"temperature_c":20.5}},
+                {"ts":"2026-11-29T10:00:00Z","values":{"co2_ppm":600}}]"#,
+        ),
+        telemetry(
+            "elec-01",
+            r#"[{"ts":"2025-12-31T22:59:59Z","values":{"electricity_kwh":100.0}},
+                {"ts":"2026-11-29T10:00:00Z","values":{"electricity_kwh":250.0}}]"#,
+        ),
+    ])
+    .await;
+    wait_for("both messages committed and acked", || async {
+        h.metric(|m| &m.messages_acked) == 2
+    })
+    .await;
+
+    // The recent readings are stored; the old ones are not, and not as duplicates.
+    assert_eq!(h.count().await, 2);
+    assert_eq!(h.metric(|m| &m.samples_written), 2);
+    assert_eq!(h.metric(|m| &m.samples_duplicate), 0);
+    let co2 = h.latest("aq-01", Quantity::Co2Ppm).await.unwrap();
+    assert_eq!((co2.ts, co2.value), (ts("2026-11-29T10:00:00Z"), 600.0));
+    assert!(h.latest("aq-01", Quantity::TemperatureC).await.is_none());
+    let elec = h.latest("elec-01", Quantity::ElectricityKwh).await.unwrap();
+    assert_eq!(elec.value, 250.0);
+
+    // Each message is quarantined once for its old readings, with a clear reason.
+    let q = h.registry.quarantined(100).await.unwrap();
+    assert_eq!(q.len(), 2, "{q:#?}");
+    assert!(
+        q.iter()
+            .all(|e| e.reason == QuarantineReason::OlderThanRetention)
+    );
+    let aq = q.iter().find(|e| e.topic.contains("aq-01")).unwrap();
+    assert!(
+        aq.detail.contains(
+            "sample at 2025-06-01T00:00:00Z is older than the raw retention window \
+             (raw samples before 2025-12-31T23:00:00Z were deleted, storage.raw_retention_days)"
+        ),
+        "{}",
+        aq.detail
+    );
+    assert!(aq.payload.contains("20.5"), "the payload is kept");
+    assert_eq!(
+        h.metrics
+            .quarantined_count(QuarantineReason::OlderThanRetention),
+        3,
+        "counted per refused value"
+    );
+    assert!(
+        h.metrics
+            .render()
+            .contains("vigie_ingest_quarantined_total{reason=\"older_than_retention\"} 3")
+    );
+    h.stop().await.expect("clean stop");
+}
