@@ -10,3 +10,4 @@ mod pipeline;
 mod retention;
 mod server;
 mod tls;
+mod tls;
