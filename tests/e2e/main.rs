@@ -10,4 +10,3 @@ mod pipeline;
 mod retention;
 mod server;
 mod tls;
-mod tls;
