@@ -76,13 +76,17 @@ pub fn spec() -> Value {
                 "description": "One entry per period from the period containing `from` to the one \
                     containing `to` (inclusive). Consumption is the sum of positive steps of the \
                     building's meter indexes. A period without data has `\"value\": null` (not 0). \
-                    At most 3700 periods per request.",
+                    At most 3700 periods per request. Values are in the meters' own unit \
+                    (electricity kWh, gas m³, water m³) unless `unit` asks for another: gas in kWh \
+                    is the m³ consumption × the building's PCS (`gas_pcs_kwh_per_m3`), the energy \
+                    that gas bills count.",
                 "parameters": [
                     id_param("Building"),
                     param("energy", "query", true, json!({"type": "string", "enum": ["electricity", "gas", "water"]}), "Which meters"),
                     param("from", "query", true, date.clone(), "First local date (YYYY-MM-DD)"),
                     param("to", "query", true, date, "Last local date, inclusive (YYYY-MM-DD)"),
                     param("step", "query", false, json!({"type": "string", "enum": ["day", "month"], "default": "day"}), "Period width"),
+                    param("unit", "query", false, json!({"type": "string", "enum": ["kwh", "m3"]}), "Unit of `value`. Default: the meters' own unit (electricity `kWh`, gas `m³`, water `m³`). `kwh` with `energy=gas` converts with the building's PCS; electricity accepts only `kwh` and water only `m3` (anything else answers 400)"),
                 ],
                 "responses": ok("Consumption per period", array_of("Consumption")),
             }},
@@ -136,10 +140,11 @@ pub fn spec() -> Value {
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-                "Building": {"type": "object", "required": ["id", "name", "member_id", "address", "usage"], "properties": {
+                "Building": {"type": "object", "required": ["id", "name", "member_id", "address", "usage", "gas_pcs_kwh_per_m3"], "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"}, "member_id": {"type": "string"},
                     "floor_area_m2": {"type": "number", "nullable": true}, "address": {"type": "string"},
                     "usage": {"type": "string"},
+                    "gas_pcs_kwh_per_m3": {"type": "number", "description": "Gas conversion coefficient (PCS), kWh per m³: gas kWh = m³ × PCS", "example": 11.2},
                 }},
                 "BuildingWithDevices": {"allOf": [schema("Building"), {"type": "object", "properties": {"devices": array_of("Device")}}]},
                 "Device": {"type": "object", "required": ["id", "kind", "room"], "properties": {

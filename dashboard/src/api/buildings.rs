@@ -3,8 +3,10 @@
 //!
 //! Consumption answers one entry per Europe/Paris period from `from` to `to`
 //! inclusive, with `"value": null` for a period without data (kept, so that periods
-//! stay contiguous and a gap is visible as a gap, not as zero). This module must
-//! never answer for a building outside the caller's scope.
+//! stay contiguous and a gap is visible as a gap, not as zero). Values are in the
+//! meters' own unit (electricity kWh, gas and water m³) unless `unit=kwh|m3` asks
+//! otherwise: gas in kWh is m³ × the building's PCS. This module must never answer
+//! for a building outside the caller's scope.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +19,7 @@ use super::devices::DeviceJson;
 use super::params::Params;
 use crate::AppState;
 use crate::auth::ApiCaller;
-use crate::consumption;
+use crate::consumption::{self, UnitError};
 use crate::error::ApiError;
 
 /// A building as the API returns it.
@@ -35,6 +37,8 @@ pub struct BuildingJson {
     pub address: String,
     /// Usage category.
     pub usage: String,
+    /// Gas conversion coefficient (PCS), kWh per m³: gas kWh = m³ × this.
+    pub gas_pcs_kwh_per_m3: f64,
 }
 
 impl From<&Building> for BuildingJson {
@@ -46,6 +50,7 @@ impl From<&Building> for BuildingJson {
             floor_area_m2: b.floor_area_m2,
             address: b.address.clone(),
             usage: b.usage.clone(),
+            gas_pcs_kwh_per_m3: b.gas_pcs_kwh_per_m3,
         }
     }
 }
@@ -114,15 +119,16 @@ pub async fn one(
     }))
 }
 
-/// `GET /api/v1/buildings/{id}/consumption?energy=&from=&to=&step=`.
+/// `GET /api/v1/buildings/{id}/consumption?energy=&from=&to=&step=&unit=`.
 pub async fn consumption(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<Vec<ConsumptionJson>>, ApiError> {
-    params.only(&["energy", "from", "to", "step"])?;
+    params.only(&["energy", "from", "to", "step", "unit"])?;
     let energy = params.energy("energy")?;
+    let unit = params.energy_unit("unit")?;
     let from = params.date("from")?;
     let to = params.date("to")?;
     let step = params.step("step")?;
@@ -144,7 +150,19 @@ pub async fn consumption(
         ));
     }
     let building = visible(&state, &caller.user.scope(), &id).await?;
-    let c = consumption::consumption(&state, &building.id, energy, from, to, step).await?;
+    let mut c = consumption::consumption(&state, &building.id, energy, from, to, step).await?;
+    if let Some(unit) = unit {
+        c = c.converted(unit, &building).map_err(|e| match e {
+            UnitError::NoConversion { .. } => ApiError::bad_parameter("unit", &e),
+            UnitError::BadPcs { .. } => {
+                tracing::error!(error = %e, "converting gas to kWh");
+                ApiError {
+                    status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    message: e.to_string(),
+                }
+            }
+        })?;
+    }
     let unit = c.unit.symbol();
     Ok(Json(
         c.periods

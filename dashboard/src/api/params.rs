@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use chrono::NaiveDate;
-use vigie_core::quantity::{Energy, Quantity};
+use vigie_core::quantity::{Energy, Quantity, Unit};
 use vigie_core::time::{Bucket, Timestamp};
 
 use crate::error::ApiError;
@@ -124,6 +124,19 @@ impl Params {
         }
     }
 
+    /// An optional energy unit: `kwh` or `m3` (`None` when absent).
+    pub fn energy_unit(&self, name: &str) -> Result<Option<Unit>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("kwh") => Ok(Some(Unit::KilowattHour)),
+            Some("m3" | "m³") => Ok(Some(Unit::CubicMetre)),
+            Some(v) => Err(ApiError::bad_parameter(
+                name,
+                format!("expected kwh or m3, got {:?}", shown(v)),
+            )),
+        }
+    }
+
     /// An optional count in `1..=max`, `default` when absent.
     pub fn limit(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
         match self.get(name) {
@@ -196,5 +209,15 @@ mod tests {
         assert!(p.limit("limit", 10, 100).is_err());
         assert_eq!(Params::default().step("step").ok(), Some(Bucket::Day));
         assert_eq!(Params::default().limit("limit", 10, 100).ok(), Some(10));
+    }
+
+    #[test]
+    fn energy_units_are_kwh_or_m3() {
+        let unit = |v| Params::from_pairs([("unit", v)]).energy_unit("unit");
+        assert_eq!(unit("kwh").ok(), Some(Some(Unit::KilowattHour)));
+        assert_eq!(unit("kWh").ok(), Some(Some(Unit::KilowattHour)));
+        assert_eq!(unit("m3").ok(), Some(Some(Unit::CubicMetre)));
+        assert!(unit("MWh").unwrap_err().message.contains("kwh or m3"));
+        assert_eq!(Params::default().energy_unit("unit").ok(), Some(None));
     }
 }

@@ -2,6 +2,10 @@
 //! (daily bars over 30 days, monthly bars over 12 months, totals, per energy), the
 //! current air quality per room and its devices.
 //!
+//! Gas is shown in kWh, the unit of the bills and of the other energies (m³ × the
+//! building's PCS, see [`Consumption::converted`]), with the metered m³ alongside in
+//! the totals and the monthly table, and the coefficient said under the charts.
+//!
 //! Periods are Europe/Paris calendar days and months ending today. This module must
 //! never show a building outside the user's scope (it answers 404 like a missing one).
 
@@ -11,7 +15,7 @@ use axum::extract::{Path, State};
 use chrono::{Datelike, Duration, Months, NaiveDate};
 use maud::{Markup, PreEscaped, html};
 use vigie_core::ids::BuildingId;
-use vigie_core::quantity::{Energy, Quantity};
+use vigie_core::quantity::{Energy, Quantity, Unit};
 use vigie_core::registry::{Building, Device};
 use vigie_core::time::{self, Bucket, Timestamp};
 
@@ -195,7 +199,52 @@ fn total(c: &Consumption) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
-fn energy_section(energy: Energy, daily: &Consumption, monthly: &Consumption) -> Markup {
+/// A value in its unit, `—` without data.
+fn value(v: Option<f64>, unit: Unit) -> String {
+    v.map(|v| format::quantity(v, unit.symbol()))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// A coefficient with the decimals it needs (at least one, at most three): `11,2`,
+/// `10,53`.
+pub fn coefficient(v: f64) -> String {
+    let s = format::number(v, 3);
+    match s.split_once(',') {
+        Some((int, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            let frac = if frac.is_empty() { "0" } else { frac };
+            format!("{int},{frac}")
+        }
+        None => s,
+    }
+}
+
+/// One energy of the building page: what the charts and totals show, and for gas the
+/// metered volume alongside.
+#[derive(Debug, Clone)]
+struct EnergyView {
+    energy: Energy,
+    daily: Consumption,
+    monthly: Consumption,
+    /// Gas shown in kWh: the m³ it comes from (daily, monthly) and the PCS used.
+    volume: Option<(Consumption, Consumption, f64)>,
+}
+
+/// `main` and, when there is one, ` (other)` after it: `459 kWh (41,0 m³)`.
+fn with_volume(main: String, volume: Option<String>) -> Markup {
+    html! {
+        strong { (main) }
+        @if let Some(v) = volume { " (" (v) ")" }
+    }
+}
+
+fn energy_section(view: &EnergyView) -> Markup {
+    let EnergyView {
+        energy,
+        daily,
+        monthly,
+        volume,
+    } = view;
     let unit = daily.unit.symbol();
     html! {
         section.energy {
@@ -204,14 +253,69 @@ fn energy_section(energy: Energy, daily: &Consumption, monthly: &Consumption) ->
                 p.muted { "Aucun compteur n'est installé pour cette énergie." }
             } @else {
                 div.totals {
-                    div { "30 derniers jours : " strong { (total(daily)) } }
-                    div { "12 derniers mois : " strong { (total(monthly)) } }
+                    div { "30 derniers jours : " (with_volume(total(daily), volume.as_ref().map(|v| total(&v.0)))) }
+                    div { "12 derniers mois : " (with_volume(total(monthly), volume.as_ref().map(|v| total(&v.1)))) }
                 }
                 div.charts {
                     (chart(&format!("{} — par jour, 30 derniers jours", energy.label_fr()), unit, &daily_bars(daily)))
                     (chart(&format!("{} — par mois, 12 derniers mois", energy.label_fr()), unit, &monthly_bars(monthly)))
                 }
+                @if let Some((_, monthly_m3, pcs)) = volume {
+                    p.legend.muted {
+                        "Énergie en kWh PCS : volume relevé au compteur (m³) × coefficient PCS du bâtiment ("
+                        (coefficient(*pcs)) (format::UNIT_SEP) "kWh/m³)."
+                    }
+                    details.monthly {
+                        summary { "Détail mensuel (kWh et m³)" }
+                        table {
+                            thead { tr { th { "Mois" } th { "Énergie" } th { "Volume" } } }
+                            tbody {
+                                @for (e, v) in monthly.periods.iter().zip(&monthly_m3.periods) {
+                                    tr {
+                                        td { (format::month_year(time::local_date(e.start))) }
+                                        td.num { (value(e.value, monthly.unit)) }
+                                        td.num { (value(v.value, monthly_m3.unit)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
+        }
+    }
+}
+
+/// Gas in kWh with its m³ alongside; other energies (or gas with an unusable PCS,
+/// logged) in their meters' unit.
+fn energy_view(
+    building: &Building,
+    energy: Energy,
+    daily: Consumption,
+    monthly: Consumption,
+) -> EnergyView {
+    let as_metered = |daily, monthly| EnergyView {
+        energy,
+        daily,
+        monthly,
+        volume: None,
+    };
+    if energy != Energy::Gas {
+        return as_metered(daily, monthly);
+    }
+    let kwh = daily
+        .converted(Unit::KilowattHour, building)
+        .and_then(|d| Ok((d, monthly.converted(Unit::KilowattHour, building)?)));
+    match kwh {
+        Ok((daily_kwh, monthly_kwh)) => EnergyView {
+            energy,
+            daily: daily_kwh,
+            monthly: monthly_kwh,
+            volume: Some((daily, monthly, building.gas_pcs_kwh_per_m3)),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "gas shown in m³");
+            as_metered(daily, monthly)
         }
     }
 }
@@ -331,7 +435,7 @@ pub async fn detail(
             Bucket::Month,
         )
         .await?;
-        energies.push((energy, daily, monthly));
+        energies.push(energy_view(&building, energy, daily, monthly));
     }
     let devices = state.registry.devices_of_building(&building.id).await?;
     let rooms = room_readings(&state, &devices).await?;
@@ -340,8 +444,8 @@ pub async fn detail(
             (member) " · " (building.usage) " · " (floor_area(&building))
             @if !building.address.is_empty() { " · " (building.address) }
         }
-        @for (energy, daily, monthly) in &energies {
-            (energy_section(*energy, daily, monthly))
+        @for view in &energies {
+            (energy_section(view))
         }
         (rooms_section(&rooms))
         (devices_section(&devices))
@@ -360,6 +464,14 @@ mod tests {
         assert_eq!(co2_class(800.0), "co2-warn");
         assert_eq!(co2_class(1199.0), "co2-warn");
         assert_eq!(co2_class(1200.0), "co2-bad");
+    }
+
+    #[test]
+    fn coefficients_show_the_decimals_they_need() {
+        assert_eq!(coefficient(11.2), "11,2");
+        assert_eq!(coefficient(10.53), "10,53");
+        assert_eq!(coefficient(11.0), "11,0");
+        assert_eq!(coefficient(9.8765), "9,877");
     }
 
     #[test]

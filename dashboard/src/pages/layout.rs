@@ -32,6 +32,9 @@ td.num{text-align:right;white-space:nowrap}
 .chart svg{display:block;max-width:100%;height:auto}
 .co2-ok{background:#dff3e3}.co2-warn{background:#fff1c9}.co2-bad{background:#fbd5d5;font-weight:600}
 .legend span{display:inline-block;padding:.1rem .5rem;margin-right:.5rem;border-radius:3px}
+details.monthly{margin:.3rem 0 1rem}
+details.monthly summary{cursor:pointer;color:#1f3b57}
+details.monthly table{max-width:32rem}
 pre.payload{margin:0;max-width:28rem;white-space:pre-wrap;word-break:break-all;font-size:.8rem}
 form.login{background:#fff;max-width:22rem;margin:3rem auto;padding:1.5rem;border:1px solid #d0d7de;border-radius:6px}
 form.login label{display:block;margin:.8rem 0 .2rem}

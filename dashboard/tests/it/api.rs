@@ -340,3 +340,130 @@ async fn the_openapi_document_describes_every_route() {
     let body: Value = unknown.json().await.expect("json 404");
     assert!(body["error"].is_string());
 }
+
+/// Gas index samples of `mairie-a` over three Paris days of November 2025: 12.5, 17.5
+/// and 6 m³.
+async fn gas_history(app: &TestApp) {
+    app.write(
+        "mairie-a-gas",
+        Quantity::GasM3,
+        &[
+            (ts("2025-11-27T12:00:00Z"), 500.0),
+            (ts("2025-11-28T12:00:00Z"), 512.5),
+            (ts("2025-11-29T12:00:00Z"), 530.0),
+            (ts("2025-11-30T12:00:00Z"), 536.0),
+        ],
+    )
+    .await;
+}
+
+/// `(period, value, unit)` of each entry.
+fn entries(v: &Value) -> Vec<(String, Option<f64>, String)> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            (
+                e["period"].as_str().expect("period").to_string(),
+                e["value"].as_f64(),
+                e["unit"].as_str().expect("unit").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn gas_consumption_is_m3_by_default_and_m3_times_the_buildings_pcs_in_kwh() {
+    let app = TestApp::start().await;
+    // A building whose gas has a PCS other than the default 11.2.
+    let mut mairie = app
+        .registry
+        .buildings(&vigie_core::registry::Scope::All)
+        .await
+        .expect("buildings")
+        .into_iter()
+        .find(|b| b.id.as_str() == "mairie-a")
+        .expect("mairie-a");
+    mairie.gas_pcs_kwh_per_m3 = 10.37;
+    app.registry.upsert_building(&mairie).await.expect("update");
+    gas_history(&app).await;
+    let path = "/api/v1/buildings/mairie-a/consumption?energy=gas&from=2025-11-28&to=2025-11-30";
+
+    let default = app.api_json(&app.alice_token, path).await;
+    let m3 = app
+        .api_json(&app.alice_token, &format!("{path}&unit=m3"))
+        .await;
+    assert_eq!(default, m3, "the default unit of gas stays m³");
+    let expected_m3 = [
+        ("2025-11-28", Some(12.5)),
+        ("2025-11-29", Some(17.5)),
+        ("2025-11-30", Some(6.0)),
+    ];
+    let got = entries(&m3);
+    assert_eq!(got.len(), 3, "{m3}");
+    for ((period, value, unit), (p, v)) in got.iter().zip(expected_m3) {
+        assert_eq!((period.as_str(), *value, unit.as_str()), (p, v, "m³"));
+    }
+
+    let kwh = app
+        .api_json(&app.alice_token, &format!("{path}&unit=kwh"))
+        .await;
+    let got = entries(&kwh);
+    assert_eq!(got.len(), 3, "{kwh}");
+    for ((period, value, unit), (p, v)) in got.iter().zip(expected_m3) {
+        assert_eq!((period.as_str(), unit.as_str()), (p, "kWh"));
+        let (value, v) = (value.expect("value"), v.expect("m³"));
+        assert!(
+            (value - v * 10.37).abs() < 1e-9,
+            "{p}: {value} kWh for {v} m³"
+        );
+    }
+    // Monthly, and a period without data stays null in kWh.
+    let months = app
+        .api_json(
+            &app.alice_token,
+            "/api/v1/buildings/mairie-a/consumption?energy=gas&from=2025-10-01&to=2025-11-30&step=month&unit=kwh",
+        )
+        .await;
+    let got = entries(&months);
+    assert_eq!(got[0], ("2025-10".to_string(), None, "kWh".to_string()));
+    assert_eq!(got[1].0, "2025-11");
+    assert!(
+        (got[1].1.expect("value") - 36.0 * 10.37).abs() < 1e-9,
+        "{months}"
+    );
+    // The coefficient is part of the building.
+    let b = app
+        .api_json(&app.alice_token, "/api/v1/buildings/mairie-a")
+        .await;
+    assert_eq!(b["gas_pcs_kwh_per_m3"], 10.37);
+}
+
+#[tokio::test]
+async fn a_unit_the_energy_is_not_measured_in_answers_400_naming_unit() {
+    let app = TestApp::start().await;
+    let base = "/api/v1/buildings/mairie-a/consumption?from=2025-11-28&to=2025-11-30";
+    for (query, expected) in [
+        (
+            "energy=electricity&unit=m3",
+            "electricity is measured in kWh only",
+        ),
+        ("energy=water&unit=kwh", "water is measured in m³ only"),
+        ("energy=gas&unit=MWh", "expected kwh or m3"),
+    ] {
+        let res = app.api(&app.alice_token, &format!("{base}&{query}")).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = res.json().await.expect("json");
+        let msg = body["error"].as_str().expect("error");
+        assert!(msg.contains("\"unit\""), "{query}: {msg}");
+        assert!(msg.contains(expected), "{query}: {msg}");
+    }
+    // The meters' own unit is always accepted.
+    let elec = app
+        .api_json(
+            &app.alice_token,
+            &format!("{base}&energy=electricity&unit=kwh"),
+        )
+        .await;
+    assert_eq!(elec[0]["unit"], "kWh");
+}

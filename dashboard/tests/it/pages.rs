@@ -70,8 +70,21 @@ async fn the_building_page_draws_consumption_bars_and_room_readings() {
     assert!(html.contains("812\u{a0}ppm"));
     assert!(html.contains("21,5\u{a0}°C"));
     assert!(html.contains("10/01/2026 10:15"));
-    // The 30-day gas total is 41 m³, French style.
-    assert!(html.contains("41,0\u{a0}m³"), "{html}");
+    // Gas is shown in kWh (41 m³ × PCS 11,2 = 459,2 kWh) with the metered m³
+    // alongside, over 30 days and 12 months, French style.
+    assert_eq!(
+        html.matches("<strong>459\u{a0}kWh</strong> (41,0\u{a0}m³)")
+            .count(),
+        2,
+        "{html}"
+    );
+    assert!(html.contains("11,2\u{a0}kWh/m³"), "{html}");
+    // The monthly table has both units in the current month's row.
+    assert!(html.contains("Détail mensuel"), "{html}");
+    assert!(
+        html.contains("<td class=\"num\">41,0\u{a0}m³</td>"),
+        "{html}"
+    );
 }
 
 #[tokio::test]
