@@ -271,23 +271,26 @@ pub async fn login(
     let name = form.get("username").map(|s| s.trim()).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
     let shown_addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
-    if let Some(locked) = state.login_throttle.check(name, addr) {
-        tracing::warn!(
-            user = logged_name(name),
-            addr = shown_addr,
-            retry_after_s = locked.seconds(),
-            "login refused: too many failed attempts"
-        );
-        return too_many_attempts(&next, &locked);
-    }
     let refused = |msg: &str| (StatusCode::UNAUTHORIZED, login::page(&next, Some(msg)));
     if name.is_empty() || password.is_empty() {
         return refused("Saisissez votre identifiant et votre mot de passe.").into_response();
     }
+    let attempt = match state.login_throttle.begin(name, addr) {
+        Ok(attempt) => attempt,
+        Err(locked) => {
+            tracing::warn!(
+                user = logged_name(name),
+                addr = shown_addr,
+                retry_after_s = locked.seconds(),
+                "login refused: too many failed attempts"
+            );
+            return too_many_attempts(&next, &locked);
+        }
+    };
     let user = match state.registry.verify_password(name, password).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            let lock = state.login_throttle.record_failure(name, addr);
+            let lock = attempt.failed();
             tracing::warn!(
                 user = logged_name(name),
                 addr = shown_addr,
@@ -303,9 +306,12 @@ pub async fn login(
             }
             return refused("Identifiant ou mot de passe incorrect.").into_response();
         }
-        Err(e) => return PageError::from(e).into_response(),
+        Err(e) => {
+            attempt.abandoned();
+            return PageError::from(e).into_response();
+        }
     };
-    state.login_throttle.record_success(name);
+    attempt.succeeded();
     let ttl_ms = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let session = match state.registry.create_session(user.id, ttl_ms).await {
         Ok(s) => s,

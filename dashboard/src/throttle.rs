@@ -3,8 +3,10 @@
 //! further logins for that name or from that address are refused for `lockout` — even
 //! with the right password, which is then not even checked.
 //!
-//! A successful login resets its user name's counter (not its address's: one address
-//! may try many names). Failures older than `lockout` are forgotten, so an occasional
+//! An attempt counts from the moment it is admitted ([`LoginThrottle::begin`]), while
+//! its password is still being checked, so a burst of parallel requests gets no more
+//! tries than sequential ones. A successful login resets its user name's counter (not
+//! its address's: one address may try many names). Failures older than `lockout` are forgotten, so an occasional
 //! typo never adds up to a lockout. Expired entries are pruned as new failures come in,
 //! and keys are truncated, so the memory an attacker can make it hold stays bounded by
 //! what it can try within one lockout window.
@@ -85,9 +87,23 @@ enum Key {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// Settled failures within the window.
     failures: u32,
+    /// Attempts admitted and not settled yet (their password is being checked).
+    pending: u32,
     last_failure: Instant,
     locked_until: Option<Instant>,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            failures: 0,
+            pending: 0,
+            last_failure: now,
+            locked_until: None,
+        }
+    }
 }
 
 /// Why a login attempt is refused before its password is checked.
@@ -135,6 +151,64 @@ fn user_key(name: &str) -> Key {
     Key::User(name.chars().take(MAX_NAME_CHARS).collect())
 }
 
+/// A login attempt admitted by [`LoginThrottle::begin`]. Until it is settled it counts
+/// against the limit, so that attempts checked in parallel cannot overshoot it; one
+/// dropped unsettled (the client went away mid-check) counts as a failure.
+#[derive(Debug)]
+#[must_use = "settle the attempt with failed(), succeeded() or abandoned()"]
+pub struct Attempt {
+    throttle: Arc<LoginThrottle>,
+    keys: Vec<Key>,
+    settled: bool,
+}
+
+impl Attempt {
+    /// The password was wrong (or the user unknown): one more failure for the name and
+    /// the address; returns the lock this failure started, if any.
+    pub fn failed(mut self) -> Option<Locked> {
+        self.settled = true;
+        self.throttle.settle_failure(&self.keys)
+    }
+
+    /// The login succeeded: the user name's failures are forgotten (not the address's).
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        let mut entries = self.throttle.entries();
+        for key in &self.keys {
+            match key {
+                Key::User(_) => {
+                    entries.remove(key);
+                }
+                Key::Addr(_) => {
+                    if let Some(e) = entries.get_mut(key) {
+                        e.pending = e.pending.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The password could not be checked (internal error): the attempt counts for
+    /// nothing.
+    pub fn abandoned(mut self) {
+        self.settled = true;
+        let mut entries = self.throttle.entries();
+        for key in &self.keys {
+            if let Some(e) = entries.get_mut(key) {
+                e.pending = e.pending.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.settle_failure(&self.keys);
+        }
+    }
+}
+
 impl LoginThrottle {
     /// A throttle locking for `lockout` after `max_failures` failures (0 = never lock).
     pub fn new(max_failures: u32, lockout: Duration, clock: Arc<dyn Clock>) -> LoginThrottle {
@@ -161,52 +235,68 @@ impl LoginThrottle {
         self.max_failures > 0 && !self.lockout.is_zero()
     }
 
-    /// Whether an attempt for `name` from `addr` must be refused now, and for how long.
-    pub fn check(&self, name: &str, addr: Option<IpAddr>) -> Option<Locked> {
-        if !self.enabled() {
-            return None;
-        }
-        let now = self.clock.now();
-        let entries = self.entries();
-        let keys = [Some(user_key(name)), addr.map(Key::Addr)];
-        keys.iter()
+    /// Admits an attempt for `name` from `addr`, or refuses it (and for how long) when
+    /// the name or the address is locked out, or when the attempts already being
+    /// checked would reach the limit.
+    pub fn begin(self: &Arc<Self>, name: &str, addr: Option<IpAddr>) -> Result<Attempt, Locked> {
+        let keys: Vec<Key> = [Some(user_key(name)), addr.map(Key::Addr)]
+            .into_iter()
             .flatten()
-            .filter_map(|k| entries.get(k)?.locked_until)
-            .filter(|until| *until > now)
-            .max()
-            .map(|until| Locked {
-                retry_after: until - now,
-            })
-    }
-
-    /// Counts a failed attempt for `name` from `addr`; returns the lock it started, if
-    /// this failure reached the limit for the name or the address.
-    pub fn record_failure(&self, name: &str, addr: Option<IpAddr>) -> Option<Locked> {
+            .collect();
         if !self.enabled() {
-            return None;
+            return Ok(Attempt {
+                throttle: Arc::clone(self),
+                keys: Vec::new(),
+                settled: true,
+            });
         }
         let now = self.clock.now();
         let mut entries = self.entries();
         if entries.len() > PRUNE_ABOVE {
             self.prune(&mut entries, now);
         }
-        let mut started = None;
-        for key in [Some(user_key(name)), addr.map(Key::Addr)]
-            .into_iter()
-            .flatten()
-        {
-            let e = entries.entry(key).or_insert(Entry {
-                failures: 0,
-                last_failure: now,
-                locked_until: None,
-            });
+        let mut refused: Option<Duration> = None;
+        for key in &keys {
+            let Some(e) = entries.get_mut(key) else {
+                continue;
+            };
             if self.expired(e, now) {
-                *e = Entry {
-                    failures: 0,
-                    last_failure: now,
-                    locked_until: None,
-                };
+                *e = Entry::new(now);
             }
+            let wait = match e.locked_until {
+                Some(until) if until > now => Some(until - now),
+                _ if e.failures.saturating_add(e.pending) >= self.max_failures => {
+                    Some(self.lockout)
+                }
+                _ => None,
+            };
+            refused = refused.max(wait);
+        }
+        if let Some(retry_after) = refused {
+            return Err(Locked { retry_after });
+        }
+        for key in &keys {
+            let e = entries
+                .entry(key.clone())
+                .or_insert_with(|| Entry::new(now));
+            e.pending = e.pending.saturating_add(1);
+        }
+        Ok(Attempt {
+            throttle: Arc::clone(self),
+            keys,
+            settled: false,
+        })
+    }
+
+    fn settle_failure(&self, keys: &[Key]) -> Option<Locked> {
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        let mut started = None;
+        for key in keys {
+            let e = entries
+                .entry(key.clone())
+                .or_insert_with(|| Entry::new(now));
+            e.pending = e.pending.saturating_sub(1);
             e.failures = e.failures.saturating_add(1);
             e.last_failure = now;
             if e.failures >= self.max_failures && e.locked_until.is_none_or(|u| u <= now) {
@@ -219,14 +309,11 @@ impl LoginThrottle {
         started
     }
 
-    /// A successful login: forgets `name`'s failures.
-    pub fn record_success(&self, name: &str) {
-        self.entries().remove(&user_key(name));
-    }
-
-    /// An entry whose lock is over and whose last failure is older than `lockout`.
+    /// An entry with no attempt in flight, whose lock is over and whose last failure
+    /// is older than `lockout`.
     fn expired(&self, e: &Entry, now: Instant) -> bool {
-        e.locked_until.is_none_or(|u| u <= now)
+        e.pending == 0
+            && e.locked_until.is_none_or(|u| u <= now)
             && now.saturating_duration_since(e.last_failure) >= self.lockout
     }
 
@@ -249,9 +336,9 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
-    fn throttle() -> (Arc<ManualClock>, LoginThrottle) {
+    fn throttle() -> (Arc<ManualClock>, Arc<LoginThrottle>) {
         let clock = Arc::new(ManualClock::new());
-        let t = LoginThrottle::new(5, 5 * MIN, clock.clone());
+        let t = Arc::new(LoginThrottle::new(5, 5 * MIN, clock.clone()));
         (clock, t)
     }
 
@@ -259,44 +346,80 @@ mod tests {
         Some(s.parse().expect("ip"))
     }
 
+    /// One wrong password: `Err` if refused before, else the lock it started.
+    fn fail(t: &Arc<LoginThrottle>, name: &str, addr: &str) -> Result<Option<Locked>, Locked> {
+        t.begin(name, ip(addr)).map(Attempt::failed)
+    }
+
+    fn refused(t: &Arc<LoginThrottle>, name: &str, addr: &str) -> Option<Locked> {
+        t.begin(name, ip(addr)).map(Attempt::abandoned).err()
+    }
+
     #[test]
     fn the_fifth_failure_locks_the_name_and_the_address_for_the_lockout() {
         let (clock, t) = throttle();
         for i in 1..=4 {
-            assert_eq!(t.record_failure("alice", ip("10.0.0.1")), None, "{i}");
-            assert_eq!(t.check("alice", ip("10.0.0.1")), None, "{i}");
+            assert_eq!(fail(&t, "alice", "10.0.0.1"), Ok(None), "{i}");
         }
-        assert!(t.record_failure("alice", ip("10.0.0.1")).is_some());
-        let locked = t.check("alice", ip("10.0.0.9")).expect("name locked");
+        assert!(matches!(fail(&t, "alice", "10.0.0.1"), Ok(Some(_))));
+        let locked = refused(&t, "alice", "10.0.0.9").expect("name locked");
         assert_eq!(locked.minutes(), 5);
-        assert!(t.check("bob", ip("10.0.0.1")).is_some(), "address locked");
-        assert_eq!(t.check("bob", ip("10.0.0.2")), None);
+        assert!(refused(&t, "bob", "10.0.0.1").is_some(), "address locked");
+        assert_eq!(refused(&t, "bob", "10.0.0.2"), None);
         clock.advance(4 * MIN + Duration::from_secs(1));
-        let locked = t.check("alice", None).expect("still locked");
+        let locked = refused(&t, "alice", "10.0.0.3").expect("still locked");
         assert_eq!(locked.minutes(), 1);
         assert_eq!(locked.seconds(), 59);
         clock.advance(MIN);
-        assert_eq!(t.check("alice", ip("10.0.0.1")), None);
+        assert_eq!(refused(&t, "alice", "10.0.0.1"), None);
         // After the lock, one new failure does not lock again at once.
-        assert_eq!(t.record_failure("alice", ip("10.0.0.1")), None);
-        assert_eq!(t.check("alice", ip("10.0.0.1")), None);
+        assert_eq!(fail(&t, "alice", "10.0.0.1"), Ok(None));
+        assert_eq!(refused(&t, "alice", "10.0.0.1"), None);
     }
 
     #[test]
     fn a_success_resets_the_names_counter_but_not_the_addresss() {
         let (_clock, t) = throttle();
         for _ in 0..4 {
-            t.record_failure("alice", ip("10.0.0.1"));
+            fail(&t, "alice", "10.0.0.1").expect("admitted");
         }
-        t.record_success("alice");
+        t.begin("alice", ip("10.0.0.2"))
+            .expect("admitted")
+            .succeeded();
         for _ in 0..4 {
-            t.record_failure("alice", ip("10.0.0.2"));
+            fail(&t, "alice", "10.0.0.3").expect("admitted");
         }
-        assert_eq!(t.check("alice", None), None, "4 failures since success");
-        t.record_failure("bob", ip("10.0.0.1"));
+        assert_eq!(refused(&t, "alice", "10.0.0.4"), None, "4 since success");
+        fail(&t, "bob", "10.0.0.1").expect("admitted");
         assert!(
-            t.check("carol", ip("10.0.0.1")).is_some(),
+            refused(&t, "carol", "10.0.0.1").is_some(),
             "5 from 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn attempts_in_flight_count_so_parallel_ones_cannot_overshoot_the_limit() {
+        let (_clock, t) = throttle();
+        let in_flight: Vec<Attempt> = (0..5)
+            .map(|_| t.begin("alice", ip("10.0.0.1")).expect("admitted"))
+            .collect();
+        assert!(
+            refused(&t, "alice", "10.0.0.2").is_some(),
+            "6th in parallel"
+        );
+        // A checked attempt that could not complete counts for nothing...
+        let mut in_flight = in_flight.into_iter();
+        in_flight.next().expect("one").abandoned();
+        assert_eq!(refused(&t, "alice", "10.0.0.2"), None);
+        // ...and one dropped unsettled (the client left) counts as a failure.
+        for a in in_flight {
+            drop(a);
+        }
+        assert_eq!(
+            fail(&t, "alice", "10.0.0.2"),
+            Ok(Some(Locked {
+                retry_after: 5 * MIN
+            }))
         );
     }
 
@@ -304,31 +427,32 @@ mod tests {
     fn failures_further_apart_than_the_lockout_never_add_up() {
         let (clock, t) = throttle();
         for _ in 0..10 {
-            assert_eq!(t.record_failure("alice", ip("10.0.0.1")), None);
+            assert_eq!(fail(&t, "alice", "10.0.0.1"), Ok(None));
             clock.advance(5 * MIN);
         }
-        assert_eq!(t.check("alice", ip("10.0.0.1")), None);
     }
 
     #[test]
     fn expired_entries_are_pruned() {
         let (clock, t) = throttle();
         for i in 0..2000 {
-            t.record_failure(&format!("user{i}"), None);
+            t.begin(&format!("user{i}"), None)
+                .expect("admitted")
+                .failed();
         }
         assert_eq!(t.tracked(), 2000);
         clock.advance(5 * MIN);
-        t.record_failure("late", None);
+        t.begin("late", None).expect("admitted").failed();
         assert_eq!(t.tracked(), 1);
     }
 
     #[test]
     fn zero_failures_allowed_means_no_protection() {
         let clock = Arc::new(ManualClock::new());
-        let t = LoginThrottle::new(0, 5 * MIN, clock);
+        let t = Arc::new(LoginThrottle::new(0, 5 * MIN, clock));
         for _ in 0..10 {
-            assert_eq!(t.record_failure("alice", ip("10.0.0.1")), None);
+            assert_eq!(fail(&t, "alice", "10.0.0.1"), Ok(None));
         }
-        assert_eq!(t.check("alice", ip("10.0.0.1")), None);
+        assert_eq!(t.tracked(), 0);
     }
 }

@@ -100,6 +100,37 @@ async fn five_failures_lock_the_name_and_the_address_until_the_lockout_ends() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_attempts_get_no_more_tries_than_sequential_ones() {
+    let clock = Arc::new(ManualClock::new());
+    let app = Arc::new(TestApp::start_with(&HttpConfig::default(), Some(clock)).await);
+    let client = client_from("127.0.0.1");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (app, client) = (app.clone(), client.clone());
+        set.spawn(async move { attempt(&app, &client, "alice", WRONG).await.status() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = set.join_next().await {
+        statuses.push(status.expect("task"));
+    }
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, refused), (5, 15), "{statuses:?}");
+    assert_locked(
+        attempt(&app, &client, "alice", PASSWORD).await,
+        "5 minutes",
+        "after the parallel burst",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_success_resets_the_user_names_counter() {
     let clock = Arc::new(ManualClock::new());
