@@ -55,7 +55,9 @@ impl Fleet {
         self
     }
 
-    /// Creates or updates every member, building and device in the registry.
+    /// Creates or updates every member, building and device in the registry, and the
+    /// pulse factor of every meter whose format publishes pulses
+    /// ([`SimFormat::pulse_factor`]; its other meter settings are kept).
     pub async fn provision(&self, registry: &Registry) -> Result<(), DbError> {
         for m in &self.members {
             registry.upsert_member(m).await?;
@@ -65,6 +67,18 @@ impl Fleet {
         }
         for d in &self.devices {
             registry.upsert_device(d).await?;
+            let factor = d
+                .format
+                .parse::<SimFormat>()
+                .ok()
+                .and_then(|f| f.pulse_factor(d.kind));
+            if let Some(factor) = factor {
+                let mut settings = registry.meter_settings(&d.id).await?;
+                if settings.pulse_factor != Some(factor) {
+                    settings.pulse_factor = Some(factor);
+                    registry.set_meter_settings(&d.id, &settings).await?;
+                }
+            }
         }
         Ok(())
     }

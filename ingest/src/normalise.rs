@@ -18,7 +18,13 @@
 //!   building's PCS makes one step of `(new − old) × index` at the change;
 //! - **impossible flow**: a positive step, before or after the new sample, above
 //!   `max_flow_per_hour × max(Δt, 1 min)` is refused (`out_of_range`, detail with the
-//!   step, the interval and the limit); the sample is not stored.
+//!   step, the interval and the limit); the sample is not stored;
+//! - **swap to a higher index**: impossible jumps after the last stored point are
+//!   remembered (per series, in memory); when `SWAP_CONFIRMATIONS` of them in a row
+//!   are consistent with each other, they are a new meter ([`series`]): a segment is
+//!   recorded in the registry (from its first reading, stored = published − offset, the
+//!   jump a zero step), the readings of this batch are accepted, and the earlier ones,
+//!   in quarantine, are replayed by [`crate::replay`].
 //!
 //! Late and out-of-order samples are placed among their stored neighbours (read from
 //! the store), so a backlog published after live data is normalised as if in order.
@@ -26,10 +32,15 @@
 //! several ingest processes, that cache may miss the other processes' latest sample:
 //! the check then spans a longer interval (more lenient), the unwrapping is unchanged.
 //!
-//! Known limit: a meter swapped for one with a *higher* index looks like an impossible
-//! jump and is quarantined until a technician sets it up again (a swap downwards is a
-//! reset). This module must never store a negative consumption nor drop a reading
-//! without a sample or a problem to show for it.
+//! Known limits: the suspects live in the process's memory, so a restart between the
+//! jump and its confirmation makes the chain start again at the next readings (the
+//! earlier ones of the new meter then stay in quarantine); with several ingest
+//! processes a chain split between them is not seen. A swap whose jump is plausible
+//! over the interval (a long gap between readings) is counted as consumption. After a
+//! swap upwards the stored index is the reading minus the offset until the meter is
+//! reset (then stored as published again). This module must
+//! never store a negative consumption nor drop a reading without a sample or a problem
+//! to show for it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -37,17 +48,20 @@ use std::time::{Duration, Instant};
 
 use vigie_core::ids::SeriesId;
 use vigie_core::registry::{
-    DeviceKind, MeterContext, MeterSettings, QuarantineReason, Registry, default_max_flow_per_hour,
+    DeviceKind, MeterContext, MeterSegment, MeterSettings, QuarantineReason, Registry,
+    default_max_flow_per_hour,
 };
 use vigie_core::store::{Point, Sample, StoreError, TimeSeriesStore};
 use vigie_core::{DeviceId, Quantity, Timestamp};
 
 use crate::decode::{Problem, Reading};
 
+mod series;
+
+pub(crate) use series::{Outcome, Segment, Suspect, normalise_series};
+
 /// How long a device's meter settings are reused before being read again.
 const SETTINGS_TTL: Duration = Duration::from_secs(2);
-/// Shortest interval a flow is computed over (index resolution makes shorter ones noisy).
-const MIN_FLOW_INTERVAL_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
 /// Last instant RFC 3339 can write: the end of forward searches.
 const END_OF_TIME: Timestamp = Timestamp(253_402_300_799_999);
@@ -71,6 +85,10 @@ pub(crate) struct CounterJob {
     pub(crate) converted: Option<(SeriesId, Quantity, f64)>,
     /// For gas volume: the derived energy series and the PCS coefficient.
     pub(crate) gas_kwh: Option<(SeriesId, f64)>,
+    /// The index segments of `quantity` recorded in the registry, sorted.
+    pub(crate) segments: Vec<Segment>,
+    /// Where new segments are recorded (`None`: kept in memory only).
+    pub(crate) registry: Option<Registry>,
 }
 
 impl CounterJob {
@@ -82,27 +100,37 @@ impl CounterJob {
     }
 }
 
-/// Device meter contexts, reused for [`SETTINGS_TTL`].
+/// A device's meter context and index segments.
+type MeterEntry = (Option<MeterContext>, Vec<MeterSegment>);
+
+/// Device meter contexts and segments, reused for [`SETTINGS_TTL`].
 #[derive(Debug, Default)]
 pub(crate) struct MeterCache {
-    entries: Mutex<HashMap<DeviceId, (Instant, Option<MeterContext>)>>,
+    entries: Mutex<HashMap<DeviceId, (Instant, MeterEntry)>>,
 }
 
 impl MeterCache {
-    fn get(&self, registry: &Registry, id: &DeviceId) -> Result<Option<MeterContext>, String> {
+    fn get(&self, registry: &Registry, id: &DeviceId) -> Result<MeterEntry, String> {
         if let Ok(m) = self.entries.lock()
-            && let Some((at, ctx)) = m.get(id)
+            && let Some((at, entry)) = m.get(id)
             && at.elapsed() < SETTINGS_TTL
         {
-            return Ok(ctx.clone());
+            return Ok(entry.clone());
         }
         let ctx = registry
             .meter_context_blocking(id)
             .map_err(|e| format!("meter settings of device {id}: {e}"))?;
+        let segments = match &ctx {
+            Some(_) => registry
+                .meter_segments_blocking(id)
+                .map_err(|e| format!("index segments of device {id}: {e}"))?,
+            None => Vec::new(),
+        };
+        let entry = (ctx, segments);
         if let Ok(mut m) = self.entries.lock() {
-            m.insert(id.clone(), (Instant::now(), ctx.clone()));
+            m.insert(id.clone(), (Instant::now(), entry.clone()));
         }
-        Ok(ctx)
+        Ok(entry)
     }
 }
 
@@ -125,7 +153,7 @@ pub(crate) fn counter_job(
     registry: &Registry,
     meters: &MeterCache,
 ) -> Result<Result<CounterJob, Problem>, String> {
-    let ctx = meters.get(registry, device)?;
+    let (ctx, segments) = meters.get(registry, device)?;
     let (kind, settings, pcs) = match &ctx {
         Some(c) => (c.device.kind, c.settings, c.gas_pcs_kwh_per_m3),
         None => (DeviceKind::Other, MeterSettings::default(), None),
@@ -178,25 +206,25 @@ pub(crate) fn counter_job(
             .or_else(|| default_max_flow_per_hour(index)),
         converted,
         gas_kwh,
+        segments: segments
+            .iter()
+            .filter(|s| s.quantity == r.quantity)
+            .map(|s| Segment {
+                since: s.since,
+                offset: s.offset,
+            })
+            .collect(),
+        registry: Some(registry.clone()),
     }))
 }
 
-/// What became of one job.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Outcome {
-    /// Stored with this (unwrapped) value.
-    Accepted(f64),
-    /// A sample already exists at this instant (its value is kept; writing it again is
-    /// a counted no-op).
-    Duplicate(f64),
-    /// Refused.
-    Rejected(Problem),
-}
-
-/// The latest point of each series, as last normalised.
+/// The latest point of each series, as last normalised; the impossible jumps that may
+/// be a new meter; the segments this process recorded.
 #[derive(Debug, Default)]
 pub(crate) struct Normaliser {
     last: Mutex<HashMap<SeriesId, Point>>,
+    suspects: Mutex<HashMap<SeriesId, Vec<Suspect>>>,
+    segments: Mutex<HashMap<SeriesId, Vec<Segment>>>,
 }
 
 impl Normaliser {
@@ -205,6 +233,65 @@ impl Normaliser {
         if let Ok(mut l) = self.last.lock() {
             l.clear();
         }
+    }
+
+    /// The segments of a series: the registry's (as of the jobs) and this process's.
+    fn segments_of(&self, series: SeriesId, from_registry: &[Segment]) -> Vec<Segment> {
+        let mut all = from_registry.to_vec();
+        if let Ok(known) = self.segments.lock()
+            && let Some(mine) = known.get(&series)
+        {
+            for s in mine {
+                if !all.iter().any(|a| a.since == s.since) {
+                    all.push(*s);
+                }
+            }
+        }
+        all.sort_by_key(|s| s.since);
+        all
+    }
+
+    /// Records new segments in the registry (marked for replay when readings of the
+    /// new meter wait in quarantine) and in memory.
+    async fn record_segments(
+        &self,
+        series: SeriesId,
+        job: &CounterJob,
+        new: &[(Segment, bool)],
+    ) -> Result<(), StoreError> {
+        for (segment, _) in new {
+            tracing::info!(
+                "{} {}: meter swap detected at {} (a jump to a higher index, then consistent readings); \
+                 readings from then on are stored minus {}",
+                job.device,
+                job.quantity,
+                segment.since,
+                segment.offset
+            );
+        }
+        if let Some(registry) = job.registry.clone() {
+            let (device, quantity) = (job.device.clone(), job.quantity);
+            let new = new.to_vec();
+            tokio::task::spawn_blocking(move || {
+                new.iter().try_for_each(|(s, replay)| {
+                    let segment = MeterSegment {
+                        quantity,
+                        since: s.since,
+                        offset: s.offset,
+                    };
+                    registry.add_meter_segment_blocking(&device, &segment, *replay)
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Db(vigie_core::db::DbError::Task(e.to_string())))??;
+        }
+        if let Ok(mut known) = self.segments.lock() {
+            known
+                .entry(series)
+                .or_default()
+                .extend(new.iter().map(|(s, _)| *s));
+        }
+        Ok(())
     }
 
     /// Normalises every job: samples to write, and problems per message index.
@@ -227,8 +314,25 @@ impl Normaliser {
                 Some(p) if p.ts < min => (vec![p], true),
                 _ => context(store, series, min, max).await?,
             };
-            let (outcomes, timeline) = normalise_series(&context, &group);
-            for (job, outcome) in group.iter().zip(outcomes) {
+            let segments = self.segments_of(series, &group[0].segments);
+            let suspects = self
+                .suspects
+                .lock()
+                .ok()
+                .and_then(|mut s| s.remove(&series))
+                .unwrap_or_default();
+            let run = normalise_series(&context, &segments, suspects, &group);
+            if !run.new_segments.is_empty() {
+                self.record_segments(series, group[0], &run.new_segments)
+                    .await?;
+            }
+            if !run.suspects.is_empty()
+                && let Ok(mut s) = self.suspects.lock()
+            {
+                s.insert(series, run.suspects);
+            }
+            let timeline = run.timeline;
+            for (job, outcome) in group.iter().zip(run.outcomes) {
                 let value = match outcome {
                     Outcome::Accepted(v) | Outcome::Duplicate(v) => v,
                     Outcome::Rejected(p) => {
@@ -310,145 +414,6 @@ async fn context(
         }
     }
     Ok((pts, latest_known))
-}
-
-/// Places each job (sorted by time) among the stored points `context` (sorted) and
-/// decides its fate. Pure. Returns one outcome per job and the resulting timeline.
-pub(crate) fn normalise_series(
-    context: &[Point],
-    jobs: &[&CounterJob],
-) -> (Vec<Outcome>, Vec<Point>) {
-    let mut timeline = context.to_vec();
-    let outcomes = jobs
-        .iter()
-        .map(|job| {
-            let i = match timeline.binary_search_by_key(&job.ts, |p| p.ts) {
-                Ok(i) => return Outcome::Duplicate(timeline[i].value),
-                Err(i) => i,
-            };
-            let prev = i.checked_sub(1).map(|j| timeline[j]);
-            let next = timeline.get(i).copied();
-            if let Some(m) = job.rollover
-                && job.raw >= m
-            {
-                return Outcome::Rejected(Problem::new(
-                    QuarantineReason::OutOfRange,
-                    format!(
-                        "{} {} = {} at {} is not below the meter's index rollover {m}; not stored",
-                        job.device, job.quantity, job.raw, job.ts
-                    ),
-                ));
-            }
-            // A wrapped step is a rollover only if the meter could have made it.
-            let max_raw_step = |a: Timestamp, b: Timestamp| {
-                job.max_flow_per_hour.map_or(f64::INFINITY, |max| {
-                    max * (b.0 - a.0).max(MIN_FLOW_INTERVAL_MS) as f64 / 3_600_000.0 / job.factor()
-                })
-            };
-            let limit_prev = prev.map_or(f64::INFINITY, |p| max_raw_step(p.ts, job.ts));
-            let limit_next = next.map_or(f64::INFINITY, |n| max_raw_step(job.ts, n.ts));
-            let value = unwrap(prev, next, job.raw, job.rollover, limit_prev, limit_next);
-            let point = Point { ts: job.ts, value };
-            let checks = [prev.map(|p| (p, point)), next.map(|n| (point, n))];
-            for (a, b) in checks.into_iter().flatten() {
-                if let Some(p) = too_fast(job, a, b) {
-                    return Outcome::Rejected(p);
-                }
-            }
-            timeline.insert(i, point);
-            Outcome::Accepted(value)
-        })
-        .collect();
-    (outcomes, timeline)
-}
-
-/// The unwrapped value of `raw` between its neighbours (see the module doc); a wrapped
-/// step larger than `limit_prev` (from the previous point) or `limit_next` (to the next
-/// one) is not a rollover.
-fn unwrap(
-    prev: Option<Point>,
-    next: Option<Point>,
-    raw: f64,
-    rollover: Option<f64>,
-    limit_prev: f64,
-    limit_next: f64,
-) -> f64 {
-    let Some(m) = rollover else { return raw };
-    match (prev, next) {
-        (Some(p), _) => {
-            let k = (p.value / m).floor().max(0.0);
-            let c = k * m + raw;
-            if c >= p.value {
-                // Slightly below a previous rollover (a glitch or a reset near the top):
-                // the smaller move wins.
-                if c - p.value > m / 2.0 && c - m >= 0.0 {
-                    c - m
-                } else {
-                    c
-                }
-            } else {
-                let wrapped = c + m - p.value;
-                if wrapped <= m / 2.0 && wrapped <= limit_prev {
-                    c + m
-                } else {
-                    c
-                }
-            }
-        }
-        (None, Some(n)) => {
-            let k = (n.value / m).floor().max(0.0);
-            let c = k * m + raw;
-            let wrapped = n.value - (c - m);
-            if c > n.value && k >= 1.0 && wrapped <= m / 2.0 && wrapped <= limit_next {
-                c - m
-            } else {
-                c
-            }
-        }
-        (None, None) => raw,
-    }
-}
-
-/// A problem if the step from `a` to `b` is positive and faster than the meter allows.
-fn too_fast(job: &CounterJob, a: Point, b: Point) -> Option<Problem> {
-    let max = job.max_flow_per_hour?;
-    let step = (b.value - a.value) * job.factor();
-    let dt_ms = (b.ts.0 - a.ts.0).max(MIN_FLOW_INTERVAL_MS);
-    let limit = max * dt_ms as f64 / 3_600_000.0;
-    if step <= limit {
-        return None;
-    }
-    let unit = job.index_quantity().unit();
-    let flow = step * 3_600_000.0 / dt_ms as f64;
-    Some(Problem::new(
-        QuarantineReason::OutOfRange,
-        format!(
-            "{} {} = {} at {}: a step of {} {unit} between {} and {} ({}) implies {} {unit}/h, \
-             above the meter's maximum of {max} {unit}/h; not stored",
-            job.device,
-            job.quantity,
-            job.raw,
-            job.ts,
-            round3(step),
-            a.ts,
-            b.ts,
-            human_interval(b.ts.0 - a.ts.0),
-            round3(flow),
-        ),
-    ))
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
-fn human_interval(ms: i64) -> String {
-    let s = ms / 1000;
-    match s {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s => format!("{:.1} h", s as f64 / 3600.0),
-    }
 }
 
 #[cfg(test)]

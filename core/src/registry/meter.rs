@@ -5,14 +5,23 @@
 //! Ingest reads them (with the device's kind and its building's gas PCS coefficient)
 //! through [`Registry::meter_context_blocking`] on every batch, so a change is seen at
 //! once. This module must never store a setting that is not a finite positive number.
+//!
+//! It also keeps the **index segments** ingest detects ([`MeterSegment`]): when a meter
+//! is swapped for one with a *higher* index, the readings of the new meter are stored
+//! minus an offset, so that the jump is not consumption; a segment whose earlier
+//! readings wait in quarantine (`out_of_range`) is marked for replay until ingest has
+//! replayed them. The `meter_segments` table is created on first use (it is not in the
+//! versioned migrations of `db.rs` yet); it must never be written by anything but
+//! ingest's normalisation.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{DEVICE_COLS, Device, Registry, device_from_row};
+use super::{DEVICE_COLS, Device, Registry, ReplayableMessage, device_from_row, parse_id};
 use crate::db::DbError;
 use crate::ids::DeviceId;
 use crate::quantity::Quantity;
+use crate::time::Timestamp;
 
 /// How one meter's index behaves. `None` = default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -148,6 +157,172 @@ impl Registry {
                 },
             )
             .optional()?)
+        })
+    }
+}
+
+/// From `since` on, the stored value of a meter's `quantity` is the published (for a
+/// meter with a rollover, unwrapped) value minus `offset`. Segments of one quantity
+/// are cumulative: the latest one at or before an instant applies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeterSegment {
+    /// The published quantity (an index, or `pulses`).
+    pub quantity: Quantity,
+    /// First instant of the segment (the new meter's first reading).
+    pub since: Timestamp,
+    /// Subtracted from the published value.
+    pub offset: f64,
+}
+
+fn ensure_segments(c: &Connection) -> rusqlite::Result<()> {
+    let exists = c
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meter_segments'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        c.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meter_segments (
+                id INTEGER PRIMARY KEY,
+                device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+                quantity TEXT NOT NULL,
+                since INTEGER NOT NULL,
+                index_offset REAL NOT NULL,
+                replay_pending INTEGER NOT NULL DEFAULT 0,
+                UNIQUE (device_id, quantity, since)
+            );",
+        )?;
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// A device's index segments, oldest first (blocking).
+    pub fn meter_segments_blocking(&self, device: &DeviceId) -> Result<Vec<MeterSegment>, DbError> {
+        let d = device.clone();
+        self.db().call_blocking(move |c| {
+            ensure_segments(c)?;
+            let mut st = c.prepare_cached(
+                "SELECT quantity, since, index_offset FROM meter_segments
+                 WHERE device_id = ?1 ORDER BY since, id",
+            )?;
+            let rows = st.query_map([d.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, f64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (q, since, offset) = row?;
+                // A quantity this vigie does not know is not one it could normalise.
+                if let Ok(quantity) = q.parse::<Quantity>() {
+                    out.push(MeterSegment {
+                        quantity,
+                        since: Timestamp(since),
+                        offset,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records a segment (a segment already recorded at that instant is kept). With
+    /// `replay`, the device's `out_of_range` quarantine is to be replayed
+    /// ([`Registry::pending_segment_replays_blocking`]) (blocking).
+    pub fn add_meter_segment_blocking(
+        &self,
+        device: &DeviceId,
+        segment: &MeterSegment,
+        replay: bool,
+    ) -> Result<(), DbError> {
+        if !segment.offset.is_finite() {
+            return Err(DbError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
+                format!("segment offset {} is not a finite number", segment.offset).into(),
+            )));
+        }
+        let (d, s) = (device.clone(), *segment);
+        self.db().call_blocking(move |c| {
+            ensure_segments(c)?;
+            c.execute(
+                "INSERT INTO meter_segments (device_id, quantity, since, index_offset, replay_pending)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (device_id, quantity, since) DO UPDATE SET
+                   replay_pending = MAX(replay_pending, excluded.replay_pending)",
+                params![d.as_str(), s.quantity.name(), s.since.0, s.offset, replay],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Segments whose device's `out_of_range` quarantine waits for a replay: (segment
+    /// row id, device) (blocking).
+    pub fn pending_segment_replays_blocking(&self) -> Result<Vec<(i64, DeviceId)>, DbError> {
+        self.db().call_blocking(|c| {
+            ensure_segments(c)?;
+            let mut st = c.prepare_cached(
+                "SELECT id, device_id FROM meter_segments WHERE replay_pending = 1 ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, parse_id(r, 1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Up to `limit` of a device's `out_of_range` quarantine rows with an id above
+    /// `after_id`, by id, with their detail (blocking).
+    pub fn out_of_range_quarantined_blocking(
+        &self,
+        device: &DeviceId,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(ReplayableMessage, String)>, DbError> {
+        let d = device.clone();
+        self.db().call_blocking(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT q.id, q.received_at, q.last_received_at, q.topic, q.device_id, d.format,
+                        q.payload, q.detail
+                 FROM quarantine q JOIN devices d ON d.id = q.device_id
+                 WHERE q.device_id = ?1 AND q.reason = 'out_of_range' AND q.id > ?2
+                 ORDER BY q.id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![d.as_str(), after_id, limit as i64], |r| {
+                Ok((
+                    ReplayableMessage {
+                        id: r.get(0)?,
+                        received_at: Timestamp(r.get(1)?),
+                        last_received_at: Timestamp(r.get(2)?),
+                        topic: r.get(3)?,
+                        device_id: parse_id(r, 4)?,
+                        format: r.get(5)?,
+                        payload: r.get(6)?,
+                    },
+                    r.get(7)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Marks segments as replayed (blocking).
+    pub fn segments_replayed_blocking(&self, ids: &[i64]) -> Result<(), DbError> {
+        let ids = ids.to_vec();
+        self.db().call_blocking(move |c| {
+            ensure_segments(c)?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx
+                    .prepare_cached("UPDATE meter_segments SET replay_pending = 0 WHERE id = ?1")?;
+                for id in &ids {
+                    st.execute([id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use rusqlite::{OptionalExtension, Row, params};
 
-pub use meter::{MeterContext, MeterSettings, default_max_flow_per_hour};
+pub use meter::{MeterContext, MeterSegment, MeterSettings, default_max_flow_per_hour};
 pub use model::*;
 pub use pending::{
     AssignOutcome, Assignment, PENDING_PAYLOAD_BYTES, PendingDevice, ReplayableMessage, Sighting,

@@ -81,6 +81,19 @@ impl SimFormat {
         }
     }
 
+    /// Litres (gas, water) or Wh (electricity) per pulse when a `kind` device publishes
+    /// its index as a pulse count in this format (Tasmota counters): the registry's
+    /// `pulse_factor` for it. `None` when the format publishes the index itself.
+    pub fn pulse_factor(self, kind: DeviceKind) -> Option<f64> {
+        match (self, kind) {
+            (SimFormat::Tasmota, DeviceKind::GasMeter) => Some(tasmota::GAS_M3_PER_PULSE * 1000.0),
+            (SimFormat::Tasmota, DeviceKind::WaterMeter) => {
+                Some(tasmota::WATER_M3_PER_PULSE * 1000.0)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether readings need [`Reading::day_energy`].
     pub(crate) fn needs_day_energy(self) -> bool {
         self == SimFormat::Tasmota

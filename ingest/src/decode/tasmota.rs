@@ -13,7 +13,9 @@
 //! it is read as Europe/Paris wall-clock time (devices set with `Timezone 99` and the
 //! French DST rules); see `stamp::paris_local` for the repeated and skipped hours. A
 //! `Time` with an offset (`SetOption52 1`) is taken as is; no `Time` means receive time.
-//! `TempUnit: "F"` converts temperatures to °C. This decoder must never panic and
+//! `TempUnit: "F"` converts temperatures to °C. Pulse counters (`COUNTER.C1`…`C8`)
+//! are `pulses` by default: the meter's registry `pulse_factor` (litres or Wh per pulse)
+//! turns them into its index (`crate::normalise`). This decoder must never panic and
 //! never store a key that the mapping does not name.
 
 use serde_json::Value;
@@ -28,12 +30,14 @@ use super::{
 /// The format name, as in `[ingest.mapping.tasmota]` and a device's `format`.
 pub(crate) const FORMAT: &str = "tasmota";
 
-/// Built-in mapping: energy monitors and common climate sensors (SCD30, SCD40, BME280,
-/// SHT3X, DS18B20…); derived or diagnostic values are ignored.
+/// Built-in mapping: energy monitors, pulse counters and common climate sensors (SCD30,
+/// SCD40, BME280, SHT3X, DS18B20…); derived or diagnostic values are ignored.
 pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("ENERGY.Total", "electricity_kwh"),
     ("ENERGY.Power", "power_w"),
     ("ENERGY.*", "ignore"),
+    // Counter inputs C1…C8 (`SetOption` counters on a gas or water meter's pulse output).
+    ("COUNTER.*", "pulses"),
     ("CarbonDioxide", "co2_ppm"),
     ("Temperature", "temperature_c"),
     ("Humidity", "humidity_pct"),
@@ -342,17 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn pulse_counters_need_a_mapping_and_say_so() {
+    fn pulse_counters_are_pulses_by_default() {
+        // Tasmota docs, Counters: `{"Time":…,"COUNTER":{"C1":123456}}`.
         let d = decode(
             "tele/gas-1/SENSOR",
             r#"{"Time":"2026-11-29T11:10:00","COUNTER":{"C1":123456}}"#,
         );
-        assert_eq!(d.problems[0].reason, QuarantineReason::UnknownQuantity);
-        assert!(
-            d.problems[0].detail.contains("\"COUNTER.C1\""),
-            "{}",
-            d.problems[0]
-        );
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        assert_eq!(values(&d), [(Quantity::Pulses, 123456.0)]);
     }
 
     #[test]

@@ -18,13 +18,16 @@ fn job(ts_min: i64, raw: f64, rollover: Option<f64>, max_flow: Option<f64>) -> C
         max_flow_per_hour: max_flow,
         converted: None,
         gas_kwh: None,
+        segments: Vec::new(),
+        registry: None,
     }
 }
 
 fn run(context: &[Point], jobs: &[CounterJob]) -> (Vec<Outcome>, Vec<Point>) {
     let mut refs: Vec<&CounterJob> = jobs.iter().collect();
     refs.sort_by_key(|j| j.ts);
-    normalise_series(context, &refs)
+    let run = normalise_series(context, &[], Vec::new(), &refs);
+    (run.outcomes, run.timeline)
 }
 
 fn total(points: &[Point]) -> f64 {
@@ -128,4 +131,178 @@ fn a_duplicate_instant_keeps_the_stored_value() {
 fn a_raw_index_at_or_above_the_rollover_is_refused() {
     let (out, _) = run(&[], &[job(0, 100_000.0, Some(100_000.0), None)]);
     assert!(matches!(out[0], Outcome::Rejected(_)), "{out:?}");
+}
+
+#[test]
+fn a_swap_to_a_higher_index_is_a_new_segment_once_confirmed() {
+    let f = Some(160.0);
+    // 1 m³/h on the old meter, then a new meter from 5 000 m³ at 1 m³/h.
+    let jobs = [
+        job(0, 100.0, None, f),
+        job(60, 101.0, None, f),
+        job(120, 5_000.0, None, f),
+        job(180, 5_001.0, None, f),
+        job(240, 5_002.0, None, f),
+        job(300, 5_003.0, None, f),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&[], &[], Vec::new(), &refs);
+    let stored: Vec<f64> = run
+        .outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Accepted(v) => *v,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // The jump is a zero step; the new meter's readings are stored minus 4 899.
+    assert_eq!(stored, [100.0, 101.0, 101.0, 102.0, 103.0, 104.0]);
+    assert_eq!(total(&run.timeline), 4.0);
+    assert_eq!(
+        run.new_segments,
+        [(
+            Segment {
+                since: jobs[2].ts,
+                offset: 4_899.0
+            },
+            false
+        )]
+    );
+    assert!(run.suspects.is_empty());
+}
+
+#[test]
+fn a_swap_confirmed_in_a_later_batch_asks_for_the_earlier_readings_to_be_replayed() {
+    let f = Some(160.0);
+    let old = [Point {
+        ts: job(0, 0.0, None, None).ts,
+        value: 100.0,
+    }];
+    let first = [job(60, 5_000.0, None, f), job(120, 5_001.0, None, f)];
+    let refs: Vec<&CounterJob> = first.iter().collect();
+    let run = normalise_series(&old, &[], Vec::new(), &refs);
+    assert!(
+        run.outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Rejected(_))),
+        "{:?}",
+        run.outcomes
+    );
+    assert_eq!(run.suspects.len(), 2);
+    let third = job(180, 5_002.5, None, f);
+    let run = normalise_series(&old, &[], run.suspects, &[&third]);
+    assert_eq!(run.outcomes, [Outcome::Accepted(102.5)]);
+    let (segment, replay) = run.new_segments[0];
+    assert!(replay);
+    assert_eq!(segment.since, first[0].ts);
+    // Replayed later, with the segment known, the earlier readings fit.
+    let replayed = normalise_series(&run.timeline, &[segment], Vec::new(), &refs);
+    assert_eq!(
+        replayed.outcomes,
+        [Outcome::Accepted(100.0), Outcome::Accepted(101.0)]
+    );
+    assert_eq!(total(&replayed.timeline), 2.5);
+}
+
+#[test]
+fn a_single_spike_stays_refused_and_the_trend_goes_on() {
+    let f = Some(160.0);
+    let jobs = [
+        job(0, 100.0, None, f),
+        job(60, 101.0, None, f),
+        job(120, 5_000.0, None, f),
+        job(180, 103.0, None, f),
+        job(240, 5_003.0, None, f),
+        job(300, 105.0, None, f),
+        job(360, 106.0, None, f),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&[], &[], Vec::new(), &refs);
+    for (i, o) in run.outcomes.iter().enumerate() {
+        assert_eq!(
+            matches!(o, Outcome::Rejected(_)),
+            i == 2 || i == 4,
+            "{i}: {o:?}"
+        );
+    }
+    assert!(run.new_segments.is_empty());
+    assert_eq!(total(&run.timeline), 6.0);
+}
+
+#[test]
+fn inconsistent_jumps_are_not_a_new_meter() {
+    let f = Some(160.0);
+    // Three impossible readings, but not a meter: they go down, or jump between them.
+    let jobs = [
+        job(0, 100.0, None, f),
+        job(60, 9_000.0, None, f),
+        job(120, 5_000.0, None, f),
+        job(180, 50_000.0, None, f),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&[], &[], Vec::new(), &refs);
+    assert!(run.new_segments.is_empty(), "{:?}", run.new_segments);
+    assert_eq!(run.timeline.len(), 1);
+}
+
+#[test]
+fn a_reset_after_a_swap_upwards_stores_the_reading_as_published_again() {
+    let f = Some(160.0);
+    let segment = Segment {
+        since: job(60, 0.0, None, None).ts,
+        offset: 4_899.0,
+    };
+    let stored = [
+        Point {
+            ts: job(0, 0.0, None, None).ts,
+            value: 100.0,
+        },
+        Point {
+            ts: segment.since,
+            value: 101.0,
+        },
+    ];
+    let jobs = [
+        job(120, 5_001.0, None, f),
+        job(180, 2.0, None, f),
+        job(240, 3.0, None, f),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&stored, &[segment], Vec::new(), &refs);
+    assert_eq!(
+        run.outcomes,
+        [
+            Outcome::Accepted(102.0),
+            Outcome::Accepted(2.0),
+            Outcome::Accepted(3.0)
+        ]
+    );
+    assert_eq!(run.new_segments.len(), 1);
+    assert_eq!(run.new_segments[0].0.offset, 0.0);
+    assert_eq!(total(&run.timeline), 3.0);
+}
+
+#[test]
+fn readings_continuing_a_jump_join_its_chain_even_once_the_jump_looks_possible() {
+    // 100 m³ in 1 h is impossible (limit 60 m³/h), in 2 h it is not: the third
+    // reading alone would pass, but it continues the new meter.
+    let f = Some(60.0);
+    let jobs = [
+        job(0, 100.0, None, f),
+        job(60, 200.0, None, f),
+        job(90, 201.0, None, f),
+        job(120, 202.0, None, f),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&[], &[], Vec::new(), &refs);
+    assert_eq!(
+        run.outcomes,
+        [
+            Outcome::Accepted(100.0),
+            Outcome::Accepted(100.0),
+            Outcome::Accepted(101.0),
+            Outcome::Accepted(102.0)
+        ]
+    );
+    assert_eq!(total(&run.timeline), 2.0);
 }

@@ -448,3 +448,139 @@ async fn a_three_day_backlog_after_live_data_gives_the_same_daily_totals_as_in_o
     assert_eq!(h.metrics.quarantined_count(QuarantineReason::OutOfRange), 0);
     h.stop().await.unwrap();
 }
+
+/// Daily readings at 12:00 UTC from 30 September 2026, one value per day.
+fn daily(values: &[f64]) -> Vec<(Timestamp, f64)> {
+    let start = ts("2026-09-30T12:00:00Z");
+    values
+        .iter()
+        .enumerate()
+        .map(|(n, v)| (start.plus_millis(n as i64 * 24 * HOUR), *v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_to_a_higher_index_mid_month_is_a_new_segment_and_nothing_is_lost() {
+    let mut h = Harness::start().await;
+    meter(
+        &h,
+        "elec-up",
+        DeviceKind::ElectricityMeter,
+        MeterSettings::default(),
+    )
+    .await;
+    // 10 kWh a day; on 10 October the meter is swapped for one at 500 003 kWh (a jump
+    // of 450 000 kWh in a day: 18 750 kW, above the default 1 000 kW); on 20 October
+    // the new meter is reset to 2 kWh.
+    let values: Vec<f64> = (0..=31)
+        .map(|n| match n {
+            0..10 => 50_000.0 + 10.0 * n as f64,
+            10..20 => 500_003.0 + 10.0 * (n - 10) as f64,
+            _ => 2.0 + 10.0 * (n - 20) as f64,
+        })
+        .collect();
+    let points = daily(&values);
+    // Up to the first two readings of the new meter: the jump is refused, twice.
+    h.publish(&readings(
+        "elec-up",
+        Quantity::ElectricityKwh,
+        &points[..12],
+    ))
+    .await;
+    wait_for("12 messages acked", || async {
+        h.metric(|m| &m.messages_acked) == 12
+    })
+    .await;
+    let q = h.registry.quarantined(10).await.unwrap();
+    assert_eq!(q.len(), 2, "{q:#?}");
+    assert!(q.iter().all(|e| e.reason == QuarantineReason::OutOfRange));
+    assert_eq!(
+        stored(&h, "elec-up", Quantity::ElectricityKwh).await.len(),
+        10
+    );
+    // The third reading of the new meter confirms the swap: the first two are replayed.
+    h.publish(&readings(
+        "elec-up",
+        Quantity::ElectricityKwh,
+        &points[12..],
+    ))
+    .await;
+    wait_for("all 32 readings stored", || async {
+        stored(&h, "elec-up", Quantity::ElectricityKwh).await.len() == 32
+    })
+    .await;
+    wait_for("quarantine emptied by the replay", || async {
+        h.registry.quarantined(10).await.unwrap().is_empty()
+    })
+    .await;
+
+    let s = stored(&h, "elec-up", Quantity::ElectricityKwh).await;
+    let times: Vec<Timestamp> = s.iter().map(|p| p.ts).collect();
+    assert_eq!(times, points.iter().map(|p| p.0).collect::<Vec<_>>());
+    // The new meter is stored minus the jump (the swap is a zero step); after its reset
+    // its readings are stored as published.
+    assert_eq!(s[9].value, 50_090.0);
+    assert_eq!(s[10].value, 50_090.0);
+    assert_eq!(s[11].value, 50_100.0);
+    assert_eq!(s[20].value, 2.0);
+    assert!(s.iter().all(|p| p.value >= 0.0));
+    let month = consumption(
+        &h,
+        "elec-up",
+        Quantity::ElectricityKwh,
+        date(2026, 10, 1),
+        date(2026, 10, 31),
+        Bucket::Month,
+    )
+    .await;
+    // 31 daily steps in October; the swap and the reset count 0.
+    assert_eq!(month, [Some(290.0)]);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_spike_stays_quarantined_and_the_trend_continues() {
+    let mut h = Harness::start().await;
+    meter(
+        &h,
+        "gas-spike",
+        DeviceKind::GasMeter,
+        MeterSettings::default(),
+    )
+    .await;
+    // 5 m³ a day; on 10 October the reading is garbage (99 999 m³), then back on trend.
+    let values: Vec<f64> = (0..=31)
+        .map(|n| match n {
+            10 => 99_999.0,
+            n => 1_000.0 + 5.0 * n as f64,
+        })
+        .collect();
+    let points = daily(&values);
+    h.publish(&readings("gas-spike", Quantity::GasM3, &points))
+        .await;
+    wait_for("32 messages acked", || async {
+        h.metric(|m| &m.messages_acked) == 32
+    })
+    .await;
+    // Give the replay task a chance to act wrongly (it polls every second).
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+
+    let s = stored(&h, "gas-spike", Quantity::GasM3).await;
+    assert_eq!(s.len(), 31);
+    assert!(s.iter().all(|p| p.value < 2_000.0), "{s:?}");
+    let q = h.registry.quarantined(10).await.unwrap();
+    assert_eq!(q.len(), 1, "{q:#?}");
+    assert_eq!(q[0].reason, QuarantineReason::OutOfRange);
+    assert!(q[0].payload.contains("99999"), "{}", q[0].payload);
+    let month = consumption(
+        &h,
+        "gas-spike",
+        Quantity::GasM3,
+        date(2026, 10, 1),
+        date(2026, 10, 31),
+        Bucket::Month,
+    )
+    .await;
+    assert_eq!(month, [Some(155.0)]);
+    h.stop().await.unwrap();
+}
