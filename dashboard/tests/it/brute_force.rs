@@ -11,7 +11,7 @@ use reqwest::{Client, Response, StatusCode};
 use vigie_core::config::{HttpConfig, HumanDuration};
 use vigie_dashboard::throttle::ManualClock;
 
-use crate::{PASSWORD, TestApp};
+use crate::{PASSWORD, TestApp, csrf_of};
 
 const WRONG: &str = "not the password, but close";
 
@@ -256,5 +256,24 @@ async fn the_session_cookie_is_secure_only_when_configured() {
             "{set}"
         );
         assert_eq!(attrs.contains(&"Secure"), secure, "{set}");
+        // Logging out clears the cookie with the same attributes.
+        let cookie = attrs[0];
+        let (_, html) = app.page(cookie, "/").await;
+        let res = app
+            .client
+            .post(app.url("/logout"))
+            .header(reqwest::header::COOKIE, cookie)
+            .form(&[("csrf_token", csrf_of(&html).as_str())])
+            .send()
+            .await
+            .expect("POST /logout");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let cleared = res
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .expect("cleared cookie");
+        assert!(cleared.contains("Max-Age=0"), "{cleared}");
+        assert_eq!(cleared.contains("; Secure"), secure, "{cleared}");
     }
 }
