@@ -152,8 +152,9 @@ impl DeviceState<'_> {
             }
             last = day.samples.last().copied().or(last);
         }
-        // Quarter-hours that passed while the backfill ran wait in the buffer.
-        if let Some(last) = last {
+        // Quarter-hours that passed while the backfill ran wait in the buffer (none
+        // when the backfill ends at a given instant).
+        if let Some(last) = last.filter(|_| opts.backfill_until.is_none()) {
             let now = Timestamp::now().millis();
             for t in (last.millis() + SLOT_MS..=now).step_by(SLOT_MS as usize) {
                 let r = self.firmware.reading_at(Timestamp(t));

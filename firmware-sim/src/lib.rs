@@ -31,7 +31,9 @@ pub use firmware::{DeviceReadings, FirmwareOptions, Reading};
 pub use fleet::{Fleet, demo_fleet};
 pub use formats::{SimFormat, UnknownFormat};
 pub use model::DeviceModel;
-pub use publish::{BackfillDay, DEFAULT_BUFFER, SimOptions, SimReport, backfill_plan, run};
+pub use publish::{
+    BackfillDay, DEFAULT_BUFFER, SimOptions, SimReport, backfill_plan, backfill_readings, run,
+};
 
 /// Why the simulator stopped.
 #[derive(Debug, thiserror::Error)]

@@ -17,11 +17,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use vigie_core::Timestamp;
+use vigie_core::registry::Device;
 use vigie_core::time::{local_date, local_midnight};
 
 use crate::SimError;
 use crate::climate::SLOT_MS;
 use crate::device::simulate_device;
+use crate::firmware::{DeviceReadings, FirmwareOptions, Reading};
 use crate::fleet::{DEFAULT_BUILDINGS, demo_fleet};
 use crate::formats::SimFormat;
 
@@ -45,6 +47,11 @@ pub struct SimOptions {
     /// Local days of history to publish before going live (0: none). The last day is
     /// today, up to now.
     pub backfill_days: u32,
+    /// The backfill's end instead of now (`None`: now, and the quarter-hours that pass
+    /// while the backfill runs are published too). With an instant, the history is the
+    /// same whenever the run happens (tests compare it with [`backfill_readings`]); the
+    /// live phase still follows the wall clock, after a gap.
+    pub backfill_until: Option<Timestamp>,
     /// Time between two live readings of a device.
     pub interval: Duration,
     /// Most messages per second, all devices together (`None`: as fast as acked).
@@ -75,6 +82,7 @@ impl Default for SimOptions {
             buildings: DEFAULT_BUILDINGS,
             seed: 42,
             backfill_days: 0,
+            backfill_until: None,
             interval: Duration::from_secs(10),
             rate: None,
             duration: None,
@@ -131,6 +139,38 @@ pub fn backfill_plan(now: Timestamp, days: u32) -> Vec<BackfillDay> {
                 .map(Timestamp)
                 .collect();
             BackfillDay { date, samples }
+        })
+        .collect()
+}
+
+/// The ground truth of a backfill: for each device of the fleet `opts` describes, the
+/// readings (values as measured, before any encoding) its backfill publishes when it
+/// ends at `until` — exactly what [`run`] publishes with `backfill_until = Some(until)`
+/// and the same options.
+pub fn backfill_readings(opts: &SimOptions, until: Timestamp) -> Vec<(Device, Vec<Reading>)> {
+    let fleet = demo_fleet(opts.buildings, opts.seed).with_format(opts.format);
+    let plan = backfill_plan(until, opts.backfill_days);
+    fleet
+        .devices
+        .iter()
+        .filter_map(|device| {
+            let building = fleet.building_of(device)?;
+            let mut firmware = DeviceReadings::new(
+                device,
+                building,
+                opts.seed,
+                FirmwareOptions {
+                    resets: opts.resets,
+                    skew: opts.skew,
+                    day_energy: opts.format.needs_day_energy(),
+                },
+            );
+            let readings = plan
+                .iter()
+                .flat_map(|day| day.samples.iter())
+                .map(|t| firmware.reading_at(*t))
+                .collect();
+            Some((device.clone(), readings))
         })
         .collect()
 }
@@ -206,7 +246,10 @@ pub async fn run(
 ) -> Result<SimReport, SimError> {
     check(&opts)?;
     let fleet = demo_fleet(opts.buildings, opts.seed).with_format(opts.format);
-    let plan = backfill_plan(Timestamp::now(), opts.backfill_days);
+    let plan = backfill_plan(
+        opts.backfill_until.unwrap_or_else(Timestamp::now),
+        opts.backfill_days,
+    );
     let per_device: usize = plan
         .iter()
         .map(|d| d.samples.len().div_ceil(opts.format.max_batch()))

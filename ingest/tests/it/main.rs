@@ -13,3 +13,4 @@ mod harness;
 mod meters;
 mod pipeline;
 mod provisioning;
+mod sim_formats;
