@@ -321,10 +321,18 @@ impl Normaliser {
                 .ok()
                 .and_then(|mut s| s.remove(&series))
                 .unwrap_or_default();
+            let before = suspects.clone();
             let run = normalise_series(&context, &segments, suspects, &group);
-            if !run.new_segments.is_empty() {
-                self.record_segments(series, group[0], &run.new_segments)
-                    .await?;
+            if !run.new_segments.is_empty()
+                && let Err(e) = self
+                    .record_segments(series, group[0], &run.new_segments)
+                    .await
+            {
+                // The batch is retried: with the suspects it started from.
+                if let Ok(mut s) = self.suspects.lock() {
+                    s.insert(series, before);
+                }
+                return Err(e);
             }
             if !run.suspects.is_empty()
                 && let Ok(mut s) = self.suspects.lock()

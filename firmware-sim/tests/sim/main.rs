@@ -7,3 +7,4 @@ mod formats;
 mod meters;
 mod model;
 mod outage;
+mod provision;
