@@ -52,14 +52,75 @@ fn chunk_of_day(c: &Connection, series: i64, ts: i64) -> rusqlite::Result<Option
     .optional()
 }
 
-/// Whether a chunk already holds (series, ts).
-pub(crate) fn chunked(c: &Connection, series: i64, ts: i64) -> rusqlite::Result<bool> {
-    match chunk_of_day(c, series, ts)? {
-        Some((start, end)) if start <= ts && ts <= end => Ok(chunk_at(c, series, start)?
-            .binary_search_by_key(&ts, |p| p.ts.0)
-            .is_ok()),
-        _ => Ok(false),
+/// Inserts the new points of one series (sorted by instant, no two equal) into the hot
+/// tier, skipping those already stored in either tier (a redelivery stores nothing);
+/// returns the instants actually inserted, in order. Each chunk overlapping the points
+/// is looked up and decoded once, not once per point.
+pub(crate) fn insert_new(
+    c: &Connection,
+    series: i64,
+    points: &[Point],
+) -> rusqlite::Result<Vec<i64>> {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Ok(Vec::new());
+    };
+    // Chunks whose span holds one of the points: (start, end), by start.
+    let spans: Vec<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT start, end FROM sample_chunks WHERE series_id = ?1 AND start >= ?2
+             AND start <= ?3 AND end >= ?4 ORDER BY start",
+        )?
+        .query_map(
+            params![series, window(first.ts.0), last.ts.0, first.ts.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut decoded: Option<(i64, Vec<Point>)> = None;
+    let mut insert = c.prepare_cached(
+        "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut inserted = Vec::with_capacity(points.len());
+    for p in points {
+        let ts = p.ts.0;
+        let span = spans
+            .get(
+                spans
+                    .partition_point(|&(start, _)| start <= ts)
+                    .wrapping_sub(1),
+            )
+            .filter(|&&(_, end)| ts <= end);
+        if let Some(&(start, _)) = span {
+            if decoded.as_ref().is_none_or(|(s, _)| *s != start) {
+                decoded = Some((start, chunk_at(c, series, start)?));
+            }
+            if decoded
+                .as_ref()
+                .is_some_and(|(_, pts)| pts.binary_search_by_key(&ts, |q| q.ts.0).is_ok())
+            {
+                // Already compacted: a redelivery.
+                continue;
+            }
+        }
+        if insert.execute(params![series, ts, p.value])? > 0 {
+            inserted.push(ts);
+        }
     }
+    Ok(inserted)
+}
+
+/// Inserts points of one series that all come after its latest stored sample (so none
+/// can be stored already, in either tier) into the hot tier.
+pub(crate) fn insert_after_latest(
+    c: &Connection,
+    series: i64,
+    points: &[Point],
+) -> rusqlite::Result<()> {
+    let mut insert =
+        c.prepare_cached("INSERT INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)")?;
+    for p in points {
+        insert.execute(params![series, p.ts.0, p.value])?;
+    }
+    Ok(())
 }
 
 /// Points of `series` with `from <= ts < to`, both tiers, in time order.

@@ -2,13 +2,20 @@
 //!
 //! A rollup row summarises one series over one bucket: the counter consumption (sum
 //! and number of positive steps whose later sample falls in the bucket, as in
-//! [`super::aggregate`]) and the gauge statistics (count, sum, min, max, last). Hourly
-//! rows are recomputed from raw samples (plus the last sample before the hour, which
-//! may be a retention anchor); daily rows (Europe/Paris local days, 23 to 25 hours)
-//! are recomputed from their hourly rows. Both happen in the write transaction, so a
-//! committed batch always has matching rollups. This module must never update a
-//! rollup incrementally from a single sample: a late sample between two existing ones
-//! changes two steps, and only a recomputation from raw neighbours is exact.
+//! [`super::aggregate`]) and the gauge statistics (count, sum, min, max, last). Daily
+//! rows (Europe/Paris local days, 23 to 25 hours) are always re-merged from their
+//! hourly rows. Hourly rows are maintained in one of two ways, both in the write
+//! transaction, so a committed batch always has matching rollups:
+//! - samples that come after every stored sample of their series (live data, the
+//!   common case) extend the stored hour rows ([`append`]): the same additions in the
+//!   same order as a recomputation, so the rows are bit-identical, with no raw read;
+//! - any other write (late, out of order, redelivered) recomputes each touched hour
+//!   from raw samples, plus the last sample before it (which may be a retention
+//!   anchor), one read per run of consecutive hours ([`Touched`]).
+//!
+//! This module must never update a rollup incrementally from samples that have a
+//! stored sample after them: a late sample between two existing ones changes two
+//! steps, and only a recomputation from raw neighbours is exact.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,6 +72,15 @@ impl Rollup {
     /// Summarises `points` (sorted), `prev` being the sample just before them.
     pub(crate) fn of_points(prev: Option<Point>, points: &[Point]) -> Rollup {
         let mut r = Rollup::EMPTY;
+        r.extend(prev, points);
+        r
+    }
+
+    /// Adds `points` (sorted, all after the ones already summarised), `prev` being the
+    /// sample just before them: the same additions in the same order as
+    /// [`Rollup::of_points`] over all the points, so the result is bit-identical.
+    pub(crate) fn extend(&mut self, prev: Option<Point>, points: &[Point]) {
+        let r = self;
         let mut before = prev.map(|p| p.value);
         for p in points {
             if let Some(b) = before {
@@ -81,7 +97,6 @@ impl Rollup {
             r.max = r.max.max(p.value);
             r.last = Some((p.ts.0, p.value));
         }
-        r
     }
 
     /// Adds another summary into this one; on equal last instants `other` wins (the
@@ -238,18 +253,31 @@ pub(crate) struct Touched {
 }
 
 impl Touched {
-    /// Records a newly inserted sample: its hour changes, and so does the hour of the
-    /// next sample, whose step now starts from the new one. Call after the insert.
+    /// Records the newly inserted instants of one series (sorted; call after the
+    /// inserts): their hours change, and so does the hour of the sample following each
+    /// of them, whose step now starts from the new one. That following sample is only
+    /// looked up where it can lie outside the touched hours: after the last new
+    /// instant, and between two new instants more than an hour apart.
     pub(crate) fn inserted(
         &mut self,
         c: &Connection,
         series: i64,
-        ts: i64,
+        instants: &[i64],
     ) -> rusqlite::Result<()> {
+        if instants.is_empty() {
+            return Ok(());
+        }
         let set = self.hours.entry(series).or_default();
-        set.insert(hour_start(ts));
-        if let Some(next) = chunks::next_after(c, series, ts)? {
-            set.insert(hour_start(next));
+        for (i, &ts) in instants.iter().enumerate() {
+            set.insert(hour_start(ts));
+            // The next sample lies in [ts, next new instant]: its hour is already
+            // touched when the two hours are equal or adjacent.
+            let covered = instants
+                .get(i + 1)
+                .is_some_and(|&n| hour_start(n) - hour_start(ts) <= HOUR_MS);
+            if !covered && let Some(next) = chunks::next_after(c, series, ts)? {
+                set.insert(hour_start(next));
+            }
         }
         Ok(())
     }
@@ -257,11 +285,8 @@ impl Touched {
     /// Recomputes every touched hour from raw samples, then every day containing one.
     pub(crate) fn recompute(&self, c: &Connection) -> rusqlite::Result<()> {
         for (&series, hours) in &self.hours {
-            let mut days = BTreeSet::new();
-            for &h in hours {
-                recompute_hour(c, series, h)?;
-                days.insert(local_day_bounds(h));
-            }
+            recompute_hours(c, series, hours)?;
+            let days: BTreeSet<(i64, i64)> = hours.iter().map(|&h| local_day_bounds(h)).collect();
             for (start, end) in days {
                 recompute_day(c, series, start, end)?;
             }
@@ -270,24 +295,95 @@ impl Touched {
     }
 }
 
-/// Recomputes the hourly rollup of `series` starting at `hour`.
-pub(crate) fn recompute_hour(c: &Connection, series: i64, hour: i64) -> rusqlite::Result<()> {
-    let points = chunks::range(c, series, hour, hour + HOUR_MS)?;
-    let prev = if points.is_empty() {
-        None
-    } else {
-        last_before(c, series, hour)?
-    };
-    put(
-        c,
-        series,
-        Width::Hour,
-        hour,
-        &Rollup::of_points(prev, &points),
-    )
+/// Folds `points` of `series` into its rollups when they come after every stored
+/// sample of it, `latest` being the last stored one (the live pattern): each touched
+/// hour row is extended from its stored state and each touched day re-merged from its
+/// hour rows, with no raw sample read. Equal to recomputing from raw, bit for bit.
+pub(crate) fn append(
+    c: &Connection,
+    series: i64,
+    latest: Point,
+    points: &[Point],
+) -> rusqlite::Result<()> {
+    let mut prev = latest;
+    let mut rest = points;
+    while let Some(first) = rest.first() {
+        let (day_start, day_end) = local_day_bounds(first.ts.0);
+        let n = rest.partition_point(|p| p.ts.0 < day_end);
+        let (day_points, after) = rest.split_at(n);
+        let mut hours: BTreeMap<i64, Rollup> = read(c, series, Width::Hour, day_start, day_end)?
+            .into_iter()
+            .collect();
+        let mut pts = day_points;
+        while let Some(p) = pts.first() {
+            let hour = hour_start(p.ts.0);
+            let k = pts.partition_point(|q| q.ts.0 < hour + HOUR_MS);
+            let (these, later) = pts.split_at(k);
+            let row = hours.entry(hour).or_insert(Rollup::EMPTY);
+            row.extend(Some(prev), these);
+            put(c, series, Width::Hour, hour, row)?;
+            if let Some(last) = these.last() {
+                prev = *last;
+            }
+            pts = later;
+        }
+        let mut day = Rollup::EMPTY;
+        for h in hours.values() {
+            day.merge(h);
+        }
+        put(c, series, Width::Day, day_start, &day)?;
+        rest = after;
+    }
+    Ok(())
 }
 
-/// Recomputes the daily rollup of `series` for the local day `[start, end)`.
+/// Recomputes the hourly rollups of `series` for `hours` (hour starts): each run of
+/// consecutive hours is read once, with the sample before it.
+pub(crate) fn recompute_hours(
+    c: &Connection,
+    series: i64,
+    hours: &BTreeSet<i64>,
+) -> rusqlite::Result<()> {
+    let mut iter = hours.iter().copied().peekable();
+    while let Some(first) = iter.next() {
+        let mut last = first;
+        while let Some(&h) = iter.peek() {
+            if h != last + HOUR_MS {
+                break;
+            }
+            last = h;
+            iter.next();
+        }
+        let points = chunks::range(c, series, first, last + HOUR_MS)?;
+        let mut prev = if points.is_empty() {
+            None
+        } else {
+            last_before(c, series, first)?
+        };
+        let mut rest = points.as_slice();
+        let mut hour = first;
+        while hour <= last {
+            let n = rest.partition_point(|p| p.ts.0 < hour + HOUR_MS);
+            let (these, after) = rest.split_at(n);
+            put(
+                c,
+                series,
+                Width::Hour,
+                hour,
+                &Rollup::of_points(prev, these),
+            )?;
+            if let Some(p) = these.last() {
+                prev = Some(*p);
+            }
+            rest = after;
+            hour += HOUR_MS;
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes the daily rollup of `series` for the local day `[start, end)` from its
+/// hourly rows.
 pub(crate) fn recompute_day(
     c: &Connection,
     series: i64,
