@@ -10,8 +10,10 @@
 //! impossible against the last stored point, they are the first readings of a new
 //! meter: a [`Segment`] starts at the first one, whose offset makes the jump a zero
 //! step; those readings are accepted (the ones refused in earlier batches are replayed
-//! from quarantine by the caller). A single spike followed by readings on the old trend
-//! leaves no chain: it stays refused, the trend goes on. A later step down (reset) of a
+//! from quarantine by the caller). Once time makes the jump look possible, a reading
+//! still joins the chain when it continues it and is far above the old meter's pace
+//! ([`PACE_FACTOR`]). A single spike followed by readings on the old trend leaves no
+//! chain: it stays refused, the trend goes on. A later step down (reset) of a
 //! meter stored with an offset opens a segment that stores its readings as published
 //! again, so the stored index never goes negative. This module must never accept
 //! a jump as a swap on a single reading, nor turn a jump into consumption.
@@ -30,6 +32,10 @@ const MIN_FLOW_INTERVAL_MS: i64 = 60_000;
 pub(crate) const SWAP_CONFIRMATIONS: usize = 3;
 /// Suspects kept per series (the oldest are forgotten).
 const MAX_SUSPECTS: usize = 16;
+/// A reading plausible after the last stored point continues a jump only if its step
+/// is this many times what the old meter's pace predicts (a reading on the old trend
+/// after a mis-stamped or spiking one is not a new meter).
+const PACE_FACTOR: f64 = 10.0;
 
 /// From `since` on, stored value = published (unwrapped) value − `offset`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,9 +175,11 @@ fn place(run: &mut SeriesRun, segments: &mut Vec<Segment>, k: usize, job: &Count
         return Outcome::Rejected(problem);
     }
     // Plausible from the last stored point, but continuing readings refused as a jump
-    // (the longer the wait, the more a jump looks possible): part of their chain.
+    // (the longer the wait, the more a jump looks possible) and far above the old
+    // meter's recent pace: part of their chain.
     if let Some(p) = prev
         && next.is_none()
+        && point.value - p.value > PACE_FACTOR * old_pace(&run.timeline[..i], job.ts)
         && let Some(last) = run
             .suspects
             .iter()
@@ -222,6 +230,18 @@ fn place(run: &mut SeriesRun, segments: &mut Vec<Segment>, k: usize, job: &Count
     // A reading on the trend after a jump: the jump was a spike.
     run.suspects.retain(|s| s.ts > job.ts);
     Outcome::Accepted(point.value)
+}
+
+/// What the meter's last two stored points (`before` ends with them) predict it
+/// counts from the last one to `ts`; 0 without two points.
+fn old_pace(before: &[Point], ts: Timestamp) -> f64 {
+    match before {
+        [.., a, b] => {
+            let rate = (b.value - a.value).max(0.0) / (b.ts.0 - a.ts.0).max(1) as f64;
+            rate * (ts.0 - b.ts.0) as f64
+        }
+        _ => 0.0,
+    }
 }
 
 /// Records `point` (an impossible jump after the last stored point `prev`) as a

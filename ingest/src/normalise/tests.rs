@@ -306,3 +306,49 @@ fn readings_continuing_a_jump_join_its_chain_even_once_the_jump_looks_possible()
     );
     assert_eq!(total(&run.timeline), 2.0);
 }
+
+#[test]
+fn a_mis_stamped_reading_ahead_of_the_trend_is_not_a_new_meter() {
+    // 100 kW on a 1 MW meter; a reading stamped 1 min after 12:15 carries the value of
+    // 12:30 (25 kWh in 1 min: impossible); then the trend goes on.
+    let f = Some(1_000.0);
+    let at = |min: i64, v: f64| job(min, v, None, f);
+    let jobs = [
+        at(0, 1_000.0),
+        at(15, 1_025.0),
+        at(16, 1_050.0),
+        at(30, 1_050.5),
+        at(45, 1_075.0),
+        at(60, 1_100.0),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&[], &[], Vec::new(), &refs);
+    assert!(
+        matches!(run.outcomes[2], Outcome::Rejected(_)),
+        "{:?}",
+        run.outcomes
+    );
+    assert!(run.new_segments.is_empty(), "{:?}", run.new_segments);
+    assert_eq!(total(&run.timeline), 100.0);
+}
+
+#[test]
+fn a_swap_stays_a_swap_when_later_readings_make_the_jump_look_possible() {
+    // Daily readings of an electricity meter (10 kWh a day, at most 1 000 kW): a new
+    // meter at 120 003 kWh. Over three days the 70 000 kWh jump would be possible.
+    let f = Some(1_000.0);
+    let day = 24 * 60;
+    let at = |d: i64, v: f64| job(d * day, v, None, f);
+    let jobs = [
+        at(0, 50_000.0),
+        at(1, 50_010.0),
+        at(2, 120_003.0),
+        at(3, 120_013.0),
+        at(4, 120_023.0),
+        at(5, 120_033.0),
+    ];
+    let refs: Vec<&CounterJob> = jobs.iter().collect();
+    let run = normalise_series(&[], &[], Vec::new(), &refs);
+    assert_eq!(run.new_segments.len(), 1, "{:?}", run.outcomes);
+    assert_eq!(total(&run.timeline), 40.0);
+}
