@@ -134,10 +134,18 @@ fn bootstrap_admin(registry: &Registry) -> Result<()> {
     Ok(())
 }
 
-fn sim_options(config: &Config, host: String, port: u16) -> vigie_firmware_sim::SimOptions {
-    vigie_firmware_sim::SimOptions {
+fn sim_options(config: &Config, host: String, port: u16) -> Result<vigie_firmware_sim::SimOptions> {
+    // The simulated devices reach an `mqtts://` broker as ingest does, trusting the
+    // same authorities (mqtt.ca_file or the bundled roots).
+    let ingest = ingest_options(config)?;
+    let transport = match ingest.tls {
+        Some(_) => Some(ingest.transport()?),
+        None => None,
+    };
+    Ok(vigie_firmware_sim::SimOptions {
         broker_host: host,
         broker_port: port,
+        transport: vigie_firmware_sim::BrokerTransport(transport),
         client_id_prefix: "vigie-sim".into(),
         buildings: config.simulator.buildings,
         seed: config.simulator.seed,
@@ -147,7 +155,7 @@ fn sim_options(config: &Config, host: String, port: u16) -> vigie_firmware_sim::
         duration: None,
         progress: false,
         ..Default::default()
-    }
+    })
 }
 
 fn ingest_options(config: &Config) -> Result<vigie_ingest::IngestOptions> {
@@ -261,7 +269,7 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
             vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed);
         fleet.provision(&stores.registry).await?;
         let (host, port) = broker_endpoint(&config)?;
-        let opts = sim_options(&config, host, port);
+        let opts = sim_options(&config, host, port)?;
         let (metrics, stop) = (metrics.clone(), signal.wait());
         tracing::info!(
             "simulating {} buildings: {} days of history, then live readings every {:?}",
@@ -386,7 +394,7 @@ pub(crate) async fn run_dashboard(config: Config) -> Result<()> {
 /// `vigie sim`: publish the simulated fleet to the configured broker.
 pub(crate) async fn run_sim(config: Config, args: SimArgs) -> Result<()> {
     let (host, port) = broker_endpoint(&config)?;
-    let mut opts = sim_options(&config, host, port);
+    let mut opts = sim_options(&config, host, port)?;
     opts.buildings = args.buildings.unwrap_or(opts.buildings);
     opts.seed = args.seed.unwrap_or(opts.seed);
     opts.backfill_days = args.backfill.unwrap_or(0);

@@ -77,6 +77,7 @@ pub(crate) async fn simulate_device(
         &device.id,
         format!("{}-{}", opts.client_id_prefix, device.id),
         (&opts.broker_host, opts.broker_port),
+        opts.transport.0.clone(),
         formats::status(opts.format, &info, false),
         WINDOW,
         shared.progress.clone(),

@@ -32,7 +32,8 @@ pub use fleet::{Fleet, demo_fleet};
 pub use formats::{SimFormat, UnknownFormat};
 pub use model::DeviceModel;
 pub use publish::{
-    BackfillDay, DEFAULT_BUFFER, SimOptions, SimReport, backfill_plan, backfill_readings, run,
+    BackfillDay, BrokerTransport, DEFAULT_BUFFER, SimOptions, SimReport, backfill_plan,
+    backfill_readings, run,
 };
 
 /// Why the simulator stopped.

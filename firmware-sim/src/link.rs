@@ -129,6 +129,7 @@ impl DeviceLink {
         device: &DeviceId,
         client_id: String,
         (host, port): (&str, u16),
+        transport: Option<rumqttc::Transport>,
         will: Option<Message>,
         window_size: usize,
         progress: ProgressBar,
@@ -139,6 +140,9 @@ impl DeviceLink {
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_inflight(u16::try_from(window_size + 1).unwrap_or(u16::MAX))
             .set_clean_session(false);
+        if let Some(transport) = transport {
+            options.set_transport(transport);
+        }
         if let Some(will) = will {
             options.set_last_will(LastWill::new(
                 will.topic,

@@ -31,6 +31,28 @@ use crate::formats::SimFormat;
 /// `metric_buffer_limit` default).
 pub const DEFAULT_BUFFER: usize = 10_000;
 
+/// How the devices reach the broker: `None` is plain TCP; `Some` a rumqttc transport,
+/// such as the TLS one ingest builds for `mqtts://` (so both trust the same authorities).
+#[derive(Clone, Default)]
+pub struct BrokerTransport(pub Option<rumqttc::Transport>);
+
+impl std::fmt::Debug for BrokerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a TLS configuration (it may carry client keys).
+        f.write_str(match self.0 {
+            None => "BrokerTransport(tcp)",
+            Some(_) => "BrokerTransport(custom)",
+        })
+    }
+}
+
+impl PartialEq for BrokerTransport {
+    /// Transports have no equality: two are equal when both are plain TCP.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.is_none() && other.0.is_none()
+    }
+}
+
 /// What to simulate and where to publish it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimOptions {
@@ -38,6 +60,8 @@ pub struct SimOptions {
     pub broker_host: String,
     /// Broker port.
     pub broker_port: u16,
+    /// How to reach the broker: plain TCP (default) or TLS for `mqtts://`.
+    pub transport: BrokerTransport,
     /// Client ids are `<prefix>-<device id>` (stable: sessions are persistent).
     pub client_id_prefix: String,
     /// Number of simulated buildings.
@@ -78,6 +102,7 @@ impl Default for SimOptions {
         SimOptions {
             broker_host: "127.0.0.1".into(),
             broker_port: 1883,
+            transport: BrokerTransport::default(),
             client_id_prefix: "vigie-sim".into(),
             buildings: DEFAULT_BUILDINGS,
             seed: 42,

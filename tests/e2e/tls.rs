@@ -4,7 +4,8 @@
 //! TLS is stored; with a CA that did not sign the broker's certificate, or a host name
 //! the certificate does not carry, ingest logs one clear line naming the URL and the
 //! TLS reason, keeps retrying and stores nothing; a missing CA file stops start-up with
-//! an error naming it.
+//! an error naming it. `vigie sim` reaches the same broker over TLS with the same
+//! settings, and every sample it reports acknowledged is stored once.
 //!
 //! The broker tests are gated on `VIGIE_TEST_MOSQUITTO_BIN` like `external.rs`.
 
@@ -342,5 +343,96 @@ fn a_missing_ca_file_stops_ingest_with_an_error_naming_it() {
             missing.display()
         )),
         "{stderr}"
+    );
+}
+
+/// The sample count `vigie sim` reports on stderr ("… (N samples) acknowledged …").
+fn acknowledged_samples(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("acknowledged by the broker"))
+        .unwrap_or_else(|| panic!("no report line in vigie sim's stderr:\n{stderr}"));
+    let (_, rest) = line.split_once('(').unwrap();
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Samples stored in `data` as published: every series but the `gas_kwh` ingest derives
+/// from each gas index (m³ × the building's PCS).
+async fn stored_as_published(data: &Path) -> u64 {
+    use vigie_core::store::{SqliteStore, TimeSeriesStore};
+    use vigie_core::{Quantity, Timestamp, db::Db, registry::Registry};
+    let db = Db::open_dir(data).expect("open data dir");
+    let registry = Registry::new(db.clone());
+    let store = SqliteStore::new(db);
+    let mut n = 0;
+    for labels in registry.series_labels().await.expect("series") {
+        if labels.series.quantity == Quantity::GasKwh {
+            continue;
+        }
+        let points = store
+            .range(labels.series.id, Timestamp(0), Timestamp(i64::MAX / 2))
+            .await
+            .expect("range");
+        n += points.len() as u64;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_publishes_over_mqtts_and_every_sample_is_stored() {
+    let Some(bin) = mosquitto_bin("vigie sim over mqtts") else {
+        return;
+    };
+    let pki = tempfile::tempdir().unwrap();
+    let ca = new_ca("vigie e2e CA");
+    let broker = start_tls_broker(&bin, pki.path(), &ca);
+    let ca_file = pki.path().join("trusted-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A registry that is not empty, so `vigie run` does not start its own demo.
+    register_devices(&data, 1).await;
+    let url = format!("mqtts://localhost:{}", broker.tls_port);
+    let env = env(&data, free_addr(), &url, &ca_file);
+    let mut vigie = Vigie::spawn(&["run"], &env, dir.path().join("vigie.log"));
+    vigie.wait_log("subscribed to", 1).await;
+
+    let out = Command::new(vigie_bin())
+        .args([
+            "sim",
+            "--buildings",
+            "1",
+            "--backfill",
+            "1",
+            "--duration",
+            "0",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run vigie sim");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "vigie sim failed:\n{stderr}");
+    let published = acknowledged_samples(&stderr);
+    assert!(published > 0, "the simulator published nothing:\n{stderr}");
+    assert!(stderr.contains(", 0 lost"), "{stderr}");
+
+    let waited = wait_until(
+        "every simulated sample stored",
+        Duration::from_secs(60),
+        || {
+            let data = data.clone();
+            async move { stored_as_published(&data).await >= published }
+        },
+    )
+    .await;
+    if let Err(e) = waited {
+        panic!("{e}; vigie log:\n{}", vigie.log_text());
+    }
+    vigie.stop();
+    assert_eq!(
+        stored_as_published(&data).await,
+        published,
+        "each sample exactly once"
     );
 }
