@@ -19,6 +19,8 @@ mod native;
 mod stamp;
 mod tasmota;
 mod telegraf;
+#[cfg(test)]
+mod test_support;
 mod ttn;
 mod zigbee2mqtt;
 

@@ -275,16 +275,8 @@ fn kind_of(v: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-
-    fn ctx() -> DecodeContext {
-        DecodeContext {
-            received_at: Timestamp::parse_rfc3339("2026-11-29T10:15:30Z").unwrap(),
-            max_future_skew: Duration::from_secs(300),
-        }
-    }
+    use crate::decode::test_support::ctx;
 
     fn telemetry(payload: &str) -> Decoded {
         let route = Route {

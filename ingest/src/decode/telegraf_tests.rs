@@ -1,22 +1,13 @@
 //! Tests of the Telegraf decoder, on payloads shaped as Telegraf's documentation shows
 //! them (InfluxDB line protocol reference; Telegraf "JSON output data format").
 
-use std::time::Duration;
-
 use vigie_core::Quantity;
 
 use super::*;
-
-fn ctx() -> DecodeContext {
-    DecodeContext {
-        received_at: Timestamp::parse_rfc3339("2026-11-29T10:15:30Z").unwrap(),
-        max_future_skew: Duration::from_secs(300),
-    }
-}
+use crate::decode::test_support::{ctx, decode_via};
 
 fn decode_with(d: &TelegrafDecoder, topic: &str, payload: &str) -> Decoded {
-    let route = d.route(topic).unwrap().unwrap();
-    d.decode(&route, payload.as_bytes(), &ctx())
+    decode_via(d, topic, payload)
 }
 
 fn decode(topic: &str, payload: &str) -> Decoded {

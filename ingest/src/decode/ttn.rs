@@ -203,23 +203,13 @@ fn received_at(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use vigie_core::Quantity;
 
     use super::*;
-
-    fn ctx() -> DecodeContext {
-        DecodeContext {
-            received_at: Timestamp::parse_rfc3339("2026-11-29T10:15:30Z").unwrap(),
-            max_future_skew: Duration::from_secs(300),
-        }
-    }
+    use crate::decode::test_support::{ctx, decode_via};
 
     fn decode(topic: &str, payload: &str) -> Decoded {
-        let d = TtnDecoder::new("v3");
-        let route = d.route(topic).unwrap().unwrap();
-        d.decode(&route, payload.as_bytes(), &ctx())
+        decode_via(&TtnDecoder::new("v3"), topic, payload)
     }
 
     /// The uplink example of The Things Stack docs, "Integrations → Data Formats →

@@ -200,23 +200,13 @@ fn decode_availability(payload: &[u8]) -> Decoded {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use vigie_core::{Quantity, Timestamp};
 
     use super::*;
-
-    fn ctx() -> DecodeContext {
-        DecodeContext {
-            received_at: Timestamp::parse_rfc3339("2026-11-29T10:15:30Z").unwrap(),
-            max_future_skew: Duration::from_secs(300),
-        }
-    }
+    use crate::decode::test_support::{ctx, decode_via};
 
     fn decode(topic: &str, payload: &str) -> Decoded {
-        let d = Zigbee2MqttDecoder::new("zigbee2mqtt");
-        let route = d.route(topic).unwrap().unwrap();
-        d.decode(&route, payload.as_bytes(), &ctx())
+        decode_via(&Zigbee2MqttDecoder::new("zigbee2mqtt"), topic, payload)
     }
 
     fn values(d: &Decoded) -> Vec<(Quantity, f64)> {
