@@ -12,16 +12,26 @@
 //! the caches it uses are forgotten on failure ([`Committer::forget`]). This module must
 //! never write the registry side of a batch whose samples were not committed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use vigie_core::Timestamp;
 use vigie_core::registry::Registry;
 use vigie_core::store::{StoreError, TimeSeriesStore, WriteReport};
 
 use super::plan::{self, DecodedMessage, DeviceCache, Plan};
 use crate::normalise::{MeterCache, Normaliser};
 
+/// How long the store's retention cut is reused before being read again. A stale cut
+/// is safe: the store refuses a write below the real one, and the commit is made again
+/// with the cut read afresh.
+const RETENTION_CUT_TTL: Duration = Duration::from_secs(10);
+
 /// Commits made again when retention moves its cut during one (once a day at most).
 const RETENTION_RETRIES: u32 = 3;
+
+/// The store's retention cut (`None`: nothing retained) and when it was read.
+type CutRead = (Instant, Option<Timestamp>);
 
 /// Why an attempt failed.
 enum Attempt {
@@ -45,6 +55,8 @@ pub(crate) struct Committer {
     pub(crate) devices: Arc<DeviceCache>,
     pub(crate) meters: Arc<MeterCache>,
     pub(crate) normaliser: Arc<Normaliser>,
+    /// The store's retention cut, and when it was read.
+    retention_cut: Arc<Mutex<Option<CutRead>>>,
 }
 
 impl Committer {
@@ -56,13 +68,36 @@ impl Committer {
             devices: Arc::default(),
             meters: Arc::default(),
             normaliser: Arc::default(),
+            retention_cut: Arc::default(),
         }
+    }
+
+    /// The store's retention cut, read at most every [`RETENTION_CUT_TTL`].
+    async fn retention_cut(&self) -> Result<Option<Timestamp>, String> {
+        let cached = self.retention_cut.lock().ok().and_then(|c| *c);
+        if let Some((read_at, cut)) = cached
+            && read_at.elapsed() < RETENTION_CUT_TTL
+        {
+            return Ok(cut);
+        }
+        let cut = self
+            .store
+            .raw_retained_before()
+            .await
+            .map_err(|e| format!("{} store read (retention cut): {e}", self.store.name()))?;
+        if let Ok(mut c) = self.retention_cut.lock() {
+            *c = Some((Instant::now(), cut));
+        }
+        Ok(cut)
     }
 
     /// Forgets what may be stale after a failed attempt.
     pub(crate) fn forget(&self) {
         self.devices.clear();
         self.normaliser.forget();
+        if let Ok(mut c) = self.retention_cut.lock() {
+            *c = None;
+        }
     }
 
     /// One commit of decoded messages (made again, a few times at most, when retention
@@ -94,11 +129,7 @@ impl Committer {
         &self,
         messages: Arc<Vec<DecodedMessage>>,
     ) -> Result<(Plan, WriteReport), Attempt> {
-        let retained_before = self
-            .store
-            .raw_retained_before()
-            .await
-            .map_err(|e| format!("{} store read (retention cut): {e}", self.store.name()))?;
+        let retained_before = self.retention_cut().await?;
         let (registry, devices, meters) = (
             self.registry.clone(),
             self.devices.clone(),

@@ -200,7 +200,11 @@ pub(crate) fn resolve(
     retained_before: Option<Timestamp>,
 ) -> Result<Plan, String> {
     let mut plan = Plan::default();
-    let mut last_seen: HashMap<DeviceId, Timestamp> = HashMap::new();
+    // Per batch, each device and series is asked for once (a batch holds a few
+    // messages of each device): no clone, lock or lookup per reading.
+    let mut last_seen: HashMap<&DeviceId, Timestamp> = HashMap::new();
+    let mut kinds: HashMap<&DeviceId, Option<DeviceKind>> = HashMap::new();
+    let mut series_ids: HashMap<(&DeviceId, Quantity), vigie_core::SeriesId> = HashMap::new();
     for (i, m) in messages.iter().enumerate() {
         let route = match &m.route {
             Ok(route) => route,
@@ -212,7 +216,13 @@ pub(crate) fn resolve(
         };
         // A payload may name its device itself (Telegraf's `device` tag); else the topic does.
         let device = m.decoded.device.as_ref().unwrap_or(&route.device);
-        let Some(kind) = devices.kind_of(registry, device)? else {
+        let kind = match kinds.get(device) {
+            Some(&kind) => kind,
+            None => *kinds
+                .entry(device)
+                .or_insert(devices.kind_of(registry, device)?),
+        };
+        let Some(kind) = kind else {
             plan.count(QuarantineReason::UnknownDevice, 1);
             plan.quarantine(
                 m,
@@ -236,7 +246,7 @@ pub(crate) fn resolve(
             });
             continue;
         };
-        let seen = last_seen.entry(device.clone()).or_insert(m.received_at);
+        let seen = last_seen.entry(device).or_insert(m.received_at);
         *seen = (*seen).max(m.received_at);
         if let Some(online) = m.decoded.online {
             plan.statuses.push((device.clone(), online));
@@ -262,9 +272,16 @@ pub(crate) fn resolve(
                 }
                 (_, q) => q,
             };
-            let series = registry
-                .series_id_blocking(device, quantity)
-                .map_err(|e| format!("series of {device} {quantity}: {e}"))?;
+            let series = match series_ids.get(&(device, quantity)) {
+                Some(&id) => id,
+                None => {
+                    let id = registry
+                        .series_id_blocking(device, quantity)
+                        .map_err(|e| format!("series of {device} {quantity}: {e}"))?;
+                    series_ids.insert((device, quantity), id);
+                    id
+                }
+            };
             plan.samples.push(Sample {
                 series,
                 ts: r.ts,
@@ -273,7 +290,10 @@ pub(crate) fn resolve(
         }
         plan.known.push((i, device.clone()));
     }
-    plan.seen = last_seen.into_iter().collect();
+    plan.seen = last_seen
+        .into_iter()
+        .map(|(d, ts)| (d.clone(), ts))
+        .collect();
     Ok(plan)
 }
 

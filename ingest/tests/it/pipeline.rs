@@ -414,12 +414,24 @@ async fn an_outdoor_thermometers_temperature_is_stored_as_outdoor_temperature() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_older_than_the_retention_cut_are_quarantined_and_the_rest_of_the_batch_is_stored()
 {
-    // Retention has run: raw samples before 1 January 2026 (Paris) are gone.
     let mut h = Harness::start_with(|o| {
-        // Both messages in one batch.
+        // Both messages of the second publish in one batch.
         o.batch_idle = Duration::from_millis(500);
     })
     .await;
+    // A first commit, so that ingest has read the store's retention cut (none yet).
+    h.publish(&[telemetry(
+        "aq-01",
+        r#"{"ts":"2026-11-29T09:00:00Z","values":{"humidity_pct":40}}"#,
+    )])
+    .await;
+    wait_for("the first message acked", || async {
+        h.metric(|m| &m.messages_acked) == 1
+    })
+    .await;
+    // Then retention runs: raw samples before 1 January 2026 (Paris) are gone. Ingest
+    // still holds the old cut: the store refuses the batch and ingest commits again
+    // with the new cut.
     let cut = ts("2025-12-31T23:00:00Z");
     let store = h.store.clone();
     tokio::task::spawn_blocking(move || store.retain_blocking(cut))
@@ -440,13 +452,14 @@ async fn samples_older_than_the_retention_cut_are_quarantined_and_the_rest_of_th
     ])
     .await;
     wait_for("both messages committed and acked", || async {
-        h.metric(|m| &m.messages_acked) == 2
+        h.metric(|m| &m.messages_acked) == 3
     })
     .await;
 
     // The recent readings are stored; the old ones are not, and not as duplicates.
-    assert_eq!(h.count().await, 2);
-    assert_eq!(h.metric(|m| &m.samples_written), 2);
+    assert_eq!(h.count().await, 3);
+    assert_eq!(h.metric(|m| &m.samples_written), 3);
+    assert_eq!(h.metric(|m| &m.batch_commit_failures), 0);
     assert_eq!(h.metric(|m| &m.samples_duplicate), 0);
     let co2 = h.latest("aq-01", Quantity::Co2Ppm).await.unwrap();
     assert_eq!((co2.ts, co2.value), (ts("2026-11-29T10:00:00Z"), 600.0));
