@@ -65,6 +65,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -72,6 +74,11 @@ fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        .finish()
+        // rumqttd reports every clean client disconnect at ERROR: keep those out.
+        .with(tracing_subscriber::filter::filter_fn(|meta| {
+            !vigie_ingest::is_rumqttd_noise(meta)
+        }))
         .init();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

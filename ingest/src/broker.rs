@@ -2,7 +2,8 @@
 //!
 //! [`EmbeddedBroker::start`] configures rumqttd (MQTT 3.1.1 listener, 10,000
 //! connections, payloads up to the configured size, persistent sessions), runs it on its
-//! own thread and returns once the port accepts TCP connections.
+//! own thread and returns once the port listens (seen in `/proc/net/tcp`, so that no
+//! probe connection makes rumqttd log an error).
 //!
 //! What it does not do, and must never be documented as doing:
 //! - **No persistence.** Sessions, retained messages and in-flight QoS 1 messages live
@@ -121,7 +122,12 @@ impl EmbeddedBroker {
             if let Ok(reason) = done_rx.try_recv() {
                 return Err(IngestError::BrokerStart { addr, reason });
             }
-            if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+            let ready = match listening_on(addr.port()) {
+                Some(listening) => listening,
+                // No /proc: probe with a connection (rumqttd then logs one error line).
+                None => TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok(),
+            };
+            if ready {
                 return Ok(EmbeddedBroker {
                     addr,
                     _thread: thread,
@@ -152,6 +158,32 @@ impl EmbeddedBroker {
     pub fn url(&self) -> String {
         format!("mqtt://{}", self.client_addr())
     }
+}
+
+/// Whether a TCP socket listens on `port`, read from `/proc/net/tcp` and `tcp6`
+/// without connecting: a probe connection that sends no CONNECT makes rumqttd log
+/// "Error while handling MQTT connect packet". `None` where `/proc` is not there.
+fn listening_on(port: u16) -> Option<bool> {
+    let mut readable = false;
+    let mut listening = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        listening |= text.lines().skip(1).any(|line| {
+            // "  sl  local_address rem_address   st …", st 0A = LISTEN.
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1);
+            let state = fields.nth(1);
+            state == Some("0A")
+                && local
+                    .and_then(|l| l.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        });
+    }
+    readable.then_some(listening)
 }
 
 fn connect_target(addr: SocketAddr) -> SocketAddr {

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod broker;
+mod broker_noise;
 pub mod decode;
 mod error;
 mod normalise;
@@ -21,6 +22,7 @@ mod pipeline;
 mod replay;
 
 pub use broker::EmbeddedBroker;
+pub use broker_noise::is_rumqttd_noise;
 pub use decode::{
     DecodeContext, Decoded, Decoder, Decoders, MessageKind, NativeDecoder, Problem, Reading, Route,
 };

@@ -283,3 +283,32 @@ async fn sigterm_commits_the_pending_batch_and_a_restart_keeps_every_sample() {
         "a restart lost samples"
     );
 }
+
+/// rumqttd logs every clean client disconnect at ERROR (`router-drop`, `no-connection
+/// id N is already gone`), and a start-up probe without CONNECT as another: vigie keeps
+/// those out of its log (`vigie_ingest::is_rumqttd_noise`, a `/proc` listen check,
+/// ingest letting the broker close first). If rumqttd is upgraded and its lines move,
+/// this fails instead of a newcomer's Ctrl-C printing a screen of red.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_demo_run_logs_no_error_from_start_to_stop() {
+    let mut server = TestServer::start(LIGHT_CONFIG, &["--demo"]).await;
+    // Every simulated device connected and published once (3 buildings: 21 devices).
+    wait_for("the simulated devices published", async || {
+        server.metric("vigie_ingest_messages_received_total").await >= 21.0
+    })
+    .await;
+    let status = server.stop();
+    let log = server.log();
+    assert!(
+        status.success(),
+        "vigie did not stop cleanly: {status:?}\n{log}"
+    );
+    assert!(log.contains("stopped cleanly"), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "a clean run logged {} error line(s):\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+}

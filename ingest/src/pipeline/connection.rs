@@ -282,6 +282,11 @@ impl Connection {
                     tracing::info!("MQTT disconnected from {endpoint}");
                     metrics.mqtt_connected.store(false, Ordering::Relaxed);
                     if stopping {
+                        // Let the broker close first: closing a socket with unread
+                        // messages in it sends a TCP reset, which brokers log as an
+                        // error. Whatever arrives meanwhile stays unacknowledged.
+                        let drain = async { while eventloop.poll().await.is_ok() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
                         break;
                     }
                 }
