@@ -82,7 +82,9 @@ fn open_stores(config: &Config) -> Result<Stores> {
     Ok(Stores { registry, store })
 }
 
-/// Deletes raw samples older than the retention window once a day (rollups stay).
+/// Deletes raw samples older than the retention window at start-up, then once a day
+/// (rollups stay; samples published later for a deleted day are quarantined by ingest
+/// as `older_than_retention`). Runs in `vigie run` and `vigie ingest`.
 fn spawn_retention(
     config: &Config,
     store: Arc<dyn TimeSeriesStore>,
@@ -347,6 +349,9 @@ pub(crate) async fn run_ingest(config: Config) -> Result<()> {
         opts.credentials = ingest_login;
     }
     let metrics = Arc::new(Metrics::new());
+    // Ingest is the role that writes raw samples: it keeps them within the window when
+    // roles run as separate processes (several runs of retention are harmless).
+    spawn_retention(&config, stores.store.clone(), shutdown.wait());
     let result = vigie_ingest::run(
         opts,
         stores.registry,
