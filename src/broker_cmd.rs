@@ -77,9 +77,17 @@ fn mosquitto_config(config: &Config, dir: &Path) -> Result<()> {
          # of `vigie device credentials`, and may publish only under vigie/<their id>/.\n\
          allow_anonymous false\n\
          password_file {}\n\
-         acl_file {}\n",
+         acl_file {}\n\
+         # Let ingest have a whole batch in flight (ingest.batch_max_messages): with\n\
+         # mosquitto's default of 20, ingest commits 20 messages at a time.\n\
+         max_inflight_messages {}\n\
+         # Keep everything that waits for ingest while it is down (mosquitto's default,\n\
+         # 1000 messages per session, drops the rest). Set `persistence true` and a\n\
+         # `persistence_location` in mosquitto.conf so that it survives a restart.\n\
+         max_queued_messages 0\n",
         abs.join("passwd").display(),
-        abs.join("acl").display()
+        abs.join("acl").display(),
+        config.ingest.batch_max_messages.min(65_535)
     );
     let env = format!(
         "VIGIE_MQTT_USERNAME={}\nVIGIE_MQTT_PASSWORD={ingest_password}\n",

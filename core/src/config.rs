@@ -146,7 +146,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
-            batch_max_messages: 500,
+            batch_max_messages: 1000,
             batch_linger: HumanDuration(Duration::from_millis(20)),
             max_future_skew: HumanDuration(Duration::from_secs(300)),
             formats: FormatsConfig::default(),

@@ -555,7 +555,7 @@ mod tests {
         };
         let o = IngestOptions::from_config(&mqtt, &IngestConfig::default(), "h".into(), 1);
         assert_eq!(o.topics, ["vigie/+/telemetry", "vigie/+/status"]);
-        assert_eq!(o.batch_max_messages, 500);
+        assert_eq!(o.batch_max_messages, 1000);
         assert!(o.validate().is_ok());
         assert!(!format!("{o:?}").contains("hunter2"));
     }
