@@ -7,16 +7,15 @@
 use super::{Aggregation, BucketValue, Point};
 use crate::time::{Period, Timestamp};
 
-/// The consumption steps of a counter: for each sample after the first, the positive
-/// difference with the previous one, at the later sample's instant. A negative step
-/// (reset, meter swap) contributes nothing.
+/// The consumption steps of a counter: for each sample after the first, the difference
+/// with the previous one, at the later sample's instant. A negative step (reset, meter
+/// swap) counts as zero, never as negative consumption. A bucket with steps but no
+/// increase consumed 0 (the meter was read and did not move), which is not the same
+/// as a bucket without any step (no data).
 pub fn consumption_steps(points: &[Point]) -> impl Iterator<Item = Point> + '_ {
-    points.windows(2).filter_map(|w| {
-        let d = w[1].value - w[0].value;
-        (d > 0.0).then_some(Point {
-            ts: w[1].ts,
-            value: d,
-        })
+    points.windows(2).map(|w| Point {
+        ts: w[1].ts,
+        value: (w[1].value - w[0].value).max(0.0),
     })
 }
 

@@ -61,7 +61,8 @@ pub struct WriteReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregation {
-    /// Counters: sum of positive steps whose later sample falls in the bucket.
+    /// Counters: sum of positive steps whose later sample falls in the bucket (0 when
+    /// the bucket has steps but none increased; no value when it has no step).
     Consumption,
     /// Gauges: arithmetic mean.
     Mean,

@@ -1,7 +1,7 @@
 //! Hourly and daily rollups of the embedded store, kept exact under late writes.
 //!
-//! A rollup row summarises one series over one bucket: the counter consumption (sum
-//! and number of positive steps whose later sample falls in the bucket, as in
+//! A rollup row summarises one series over one bucket: the counter consumption (number
+//! of steps whose later sample falls in the bucket, and sum of the positive ones, as in
 //! [`super::aggregate`]) and the gauge statistics (count, sum, min, max, last). Daily
 //! rows (Europe/Paris local days, 23 to 25 hours) are always re-merged from their
 //! hourly rows. Hourly rows are maintained in one of two ways, both in the write
@@ -41,7 +41,7 @@ pub(crate) enum Width {
 /// The summary of some samples (or of merged summaries).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Rollup {
-    /// Number of positive counter steps.
+    /// Number of counter steps (a step that did not increase counts, as zero).
     pub(crate) steps: u64,
     /// Sum of positive counter steps.
     pub(crate) consumption: f64,
@@ -85,8 +85,8 @@ impl Rollup {
         for p in points {
             if let Some(b) = before {
                 let d = p.value - b;
+                r.steps += 1;
                 if d > 0.0 {
-                    r.steps += 1;
                     r.consumption += d;
                 }
             }

@@ -21,6 +21,40 @@ const ALL: [Aggregation; 6] = [
     Aggregation::Count,
 ];
 
+/// A gas meter read every hour that does not move for a summer day consumed 0 that
+/// day (a value, shown as 0), while a day without any reading has no value; a day
+/// whose only step is a reset consumed 0 too, never a negative amount.
+#[tokio::test]
+async fn a_day_of_readings_without_increase_consumed_zero_and_a_day_without_readings_nothing() {
+    let (_dir, store) = sqlite_store();
+    let hourly = |d: u32, from: f64, per_hour: f64| -> Vec<Sample> {
+        (0..24)
+            .map(|h| sample(9, paris(2026, 7, d, h, 0), from + per_hour * f64::from(h)))
+            .collect()
+    };
+    let mut samples = hourly(1, 100.0, 1.0); // 1 July: 23 m³ (+1 from 30 June's none)
+    samples.extend(hourly(2, 123.0, 0.0)); // 2 July: flat
+    samples.push(sample(9, paris(2026, 7, 4, 12, 0), 0.5)); // 4 July: only a reset
+    // 3 July: no reading at all.
+    store.write(&samples).await.expect("write");
+    let q = bucket_query(
+        vec![SeriesId(9)],
+        Aggregation::Consumption,
+        date(2026, 7, 1),
+        date(2026, 7, 4),
+        Bucket::Day,
+    );
+    let got: Vec<Option<f64>> = store
+        .aggregate(&q)
+        .await
+        .expect("aggregate")
+        .iter()
+        .map(|b| b.value)
+        .collect();
+    assert_eq!(got, vec![Some(23.0), Some(0.0), None, Some(0.0)]);
+    assert_matches_reference(&*store, &q).await;
+}
+
 async fn all_points(store: &dyn TimeSeriesStore, series: SeriesId) -> Vec<Point> {
     store
         .range(series, Timestamp(i64::MIN), Timestamp(i64::MAX))
