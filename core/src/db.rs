@@ -214,6 +214,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (series_id, start)
     ) WITHOUT ROWID;
     "#,
+    // 6: index segments of meters swapped for one with a higher index: from `since`,
+    // `index_offset` is subtracted from the published value; `replay_pending` marks the
+    // device's out_of_range quarantine for replay. (IF NOT EXISTS: development builds
+    // created it on first use.)
+    r#"
+    CREATE TABLE IF NOT EXISTS meter_segments (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        quantity TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        index_offset REAL NOT NULL,
+        replay_pending INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (device_id, quantity, since)
+    );
+    "#,
 ];
 
 /// The latest schema version this binary knows.

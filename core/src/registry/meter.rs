@@ -14,7 +14,7 @@
 //! versioned migrations of `db.rs` yet); it must never be written by anything but
 //! ingest's normalisation.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{DEVICE_COLS, Device, Registry, ReplayableMessage, device_from_row, parse_id};
@@ -174,37 +174,11 @@ pub struct MeterSegment {
     pub offset: f64,
 }
 
-fn ensure_segments(c: &Connection) -> rusqlite::Result<()> {
-    let exists = c
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meter_segments'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !exists {
-        c.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meter_segments (
-                id INTEGER PRIMARY KEY,
-                device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
-                quantity TEXT NOT NULL,
-                since INTEGER NOT NULL,
-                index_offset REAL NOT NULL,
-                replay_pending INTEGER NOT NULL DEFAULT 0,
-                UNIQUE (device_id, quantity, since)
-            );",
-        )?;
-    }
-    Ok(())
-}
-
 impl Registry {
     /// A device's index segments, oldest first (blocking).
     pub fn meter_segments_blocking(&self, device: &DeviceId) -> Result<Vec<MeterSegment>, DbError> {
         let d = device.clone();
         self.db().call_blocking(move |c| {
-            ensure_segments(c)?;
             let mut st = c.prepare_cached(
                 "SELECT quantity, since, index_offset FROM meter_segments
                  WHERE device_id = ?1 ORDER BY since, id",
@@ -248,7 +222,6 @@ impl Registry {
         }
         let (d, s) = (device.clone(), *segment);
         self.db().call_blocking(move |c| {
-            ensure_segments(c)?;
             c.execute(
                 "INSERT INTO meter_segments (device_id, quantity, since, index_offset, replay_pending)
                  VALUES (?1, ?2, ?3, ?4, ?5)
@@ -264,7 +237,6 @@ impl Registry {
     /// row id, device) (blocking).
     pub fn pending_segment_replays_blocking(&self) -> Result<Vec<(i64, DeviceId)>, DbError> {
         self.db().call_blocking(|c| {
-            ensure_segments(c)?;
             let mut st = c.prepare_cached(
                 "SELECT id, device_id FROM meter_segments WHERE replay_pending = 1 ORDER BY id",
             )?;
@@ -312,7 +284,6 @@ impl Registry {
     pub fn segments_replayed_blocking(&self, ids: &[i64]) -> Result<(), DbError> {
         let ids = ids.to_vec();
         self.db().call_blocking(move |c| {
-            ensure_segments(c)?;
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut st = tx
