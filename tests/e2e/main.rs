@@ -6,6 +6,7 @@ mod config;
 mod export;
 mod external;
 mod faults;
+mod first_start;
 mod pipeline;
 mod retention;
 mod server;
