@@ -82,8 +82,8 @@ impl Default for HttpConfig {
     }
 }
 
-/// MQTT settings.
-#[derive(Debug, Clone, Deserialize)]
+/// MQTT settings (`Debug` hides the password).
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// External broker URL (`mqtt://host:port`, or `mqtts://host:port` for TLS); empty =
@@ -124,6 +124,31 @@ impl Default for MqttConfig {
             shared_group: String::new(),
             device_auth: false,
         }
+    }
+}
+
+/// What `Debug` shows of a secret: whether it is set, never its value.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
+            .field("listen", &self.listen)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("shared_group", &self.shared_group)
+            .field("device_auth", &self.device_auth)
+            .finish()
     }
 }
 
@@ -359,8 +384,9 @@ impl Default for SimulatorConfig {
     }
 }
 
-/// Remote time-series backend settings; an empty `url` means the embedded store.
-#[derive(Debug, Clone, Deserialize)]
+/// Remote time-series backend settings; an empty `url` means the embedded store
+/// (`Debug` hides the token).
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TsdbConfig {
     /// Base URL of the InfluxDB v2 compatible server.
@@ -384,6 +410,18 @@ impl Default for TsdbConfig {
             bucket: String::new(),
             dialect: "prometheus".into(),
         }
+    }
+}
+
+impl std::fmt::Debug for TsdbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsdbConfig")
+            .field("url", &self.url)
+            .field("token", &redacted(&self.token))
+            .field("org", &self.org)
+            .field("bucket", &self.bucket)
+            .field("dialect", &self.dialect)
+            .finish()
     }
 }
 
@@ -447,6 +485,23 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_mqtt_password_nor_the_tsdb_token() {
+        let mut config = Config::default();
+        config.mqtt.username = "ingest".into();
+        config.mqtt.password = "mqtt-secret-4711".into();
+        config.tsdb.token = "tsdb-secret-0815".into();
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("mqtt-secret-4711"), "{shown}");
+        assert!(!shown.contains("tsdb-secret-0815"), "{shown}");
+        assert!(
+            shown.contains("ingest"),
+            "other fields stay visible: {shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(format!("{:?}", Config::default()).contains("<empty>"));
+    }
 
     #[test]
     fn durations_parse_in_human_units() {

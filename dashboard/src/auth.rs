@@ -8,8 +8,10 @@
 //! vigie serves plain HTTP on loopback). Cross-site writes are refused twice:
 //! [`refuse_cross_site`] rejects any non-GET/HEAD request whose `Origin` or
 //! `Sec-Fetch-Site` says it comes from another site, and every form carries the
-//! session's CSRF token, checked by [`SessionUser::check_csrf`]. The login form itself
-//! has no session yet and relies on the first defence.
+//! session's CSRF token, checked by [`SessionUser::check_csrf`]. An API write (POST…)
+//! authenticated by the session cookie rather than a bearer token must carry the same
+//! token in [`CSRF_HEADER`]. The login form itself has no session yet and relies on the
+//! first defence.
 //!
 //! `POST /login` goes through the [`LoginThrottle`](crate::throttle::LoginThrottle):
 //! once a user name or a client address ([`client_addr`]) has too many recent
@@ -37,8 +39,12 @@ use crate::throttle::Locked;
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "vigie_session";
 
+/// Header carrying the session's CSRF token on an API write authenticated by the
+/// session cookie (a bearer token needs none: browsers never send it on their own).
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 /// A user with a live login session (pages and forms).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionUser {
     /// The user.
     pub user: User,
@@ -46,6 +52,17 @@ pub struct SessionUser {
     pub csrf_token: String,
     /// The session cookie's value.
     session_token: String,
+}
+
+impl std::fmt::Debug for SessionUser {
+    /// The secrets (cookie value, CSRF token) are never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionUser")
+            .field("user", &self.user)
+            .field("csrf_token", &"<redacted>")
+            .field("session_token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl SessionUser {
@@ -148,10 +165,28 @@ impl FromRequestParts<AppState> for ApiCaller {
                 None => Err(ApiError::unauthorized()),
             };
         }
-        match session_of(state, &parts.headers).await? {
-            Some(s) => Ok(ApiCaller { user: s.user }),
-            None => Err(ApiError::unauthorized()),
+        let Some(session) = session_of(state, &parts.headers).await? else {
+            return Err(ApiError::unauthorized());
+        };
+        // A browser sends the cookie with any request, a forged one too: a write
+        // authorised by the cookie alone must also carry the session's CSRF token.
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !sent.is_some_and(|s| constant_time_eq(s.as_bytes(), session.csrf_token.as_bytes()))
+            {
+                tracing::warn!(
+                    method = %parts.method,
+                    path = parts.uri.path(),
+                    user = %session.user.name,
+                    "API write by session cookie without its CSRF token refused"
+                );
+                return Err(ApiError::forbidden(
+                    "a write authenticated by the session cookie needs the session's CSRF \
+                     token in X-CSRF-Token (or use Authorization: Bearer <token>)",
+                ));
+            }
         }
+        Ok(ApiCaller { user: session.user })
     }
 }
 

@@ -24,10 +24,11 @@ pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::middleware;
 use axum::routing::{get, post};
@@ -112,13 +113,33 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .fallback(error::not_found)
         .layer(middleware::from_fn(auth::refuse_cross_site))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.secure_cookies,
+            security_headers,
+        ))
         .with_state(state)
 }
 
+/// The content security policy of every answer: nothing may load but same-origin
+/// images and the embedded style sheet (by hash), no script at all, no framing, forms
+/// post only here.
+fn content_security_policy() -> &'static HeaderValue {
+    static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+        let policy = format!(
+            "default-src 'none'; style-src {}; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            pages::layout::style_source()
+        );
+        HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+    });
+    &CSP
+}
+
 /// Headers every answer carries: no framing, no sniffing, no caching of private data,
-/// and a content policy that allows no script at all (the pages need none).
+/// a content policy that allows no script at all (the pages need none) and, when the
+/// dashboard is served over HTTPS (`secure_cookies`), HSTS.
 async fn security_headers(
+    State(https): State<bool>,
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
@@ -131,12 +152,11 @@ async fn security_headers(
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::CACHE_CONTROL, "no-store");
-    set(
-        h,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    if https {
+        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    }
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert_with(|| content_security_policy().clone());
     res
 }
 

@@ -44,8 +44,9 @@ pub enum AuthError {
     WeakPassword,
 }
 
-/// A freshly created login session: the cookie value and its CSRF token.
-#[derive(Debug, Clone)]
+/// A freshly created login session: the cookie value and its CSRF token (`Debug`
+/// shows neither).
+#[derive(Clone)]
 pub struct NewSession {
     /// Secret cookie value (shown once).
     pub token: String,
@@ -53,6 +54,16 @@ pub struct NewSession {
     pub csrf_token: String,
     /// When it expires.
     pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("token", &"<redacted>")
+            .field("csrf_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 fn random_token() -> String {
@@ -282,4 +293,77 @@ impl Registry {
 /// A random password for the first admin when none is configured.
 pub fn random_password() -> String {
     random_token()[..20].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_dir(dir.path()).expect("open");
+        (dir, Registry::new(db))
+    }
+
+    #[test]
+    fn a_new_sessions_debug_output_shows_neither_secret() {
+        let s = NewSession {
+            token: "cookie-secret-4711".into(),
+            csrf_token: "csrf-secret-0815".into(),
+            expires_at: Timestamp(1),
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("cookie-secret-4711"), "{shown}");
+        assert!(!shown.contains("csrf-secret-0815"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_no_longer_resolves() {
+        let (_d, r) = registry();
+        let u = r
+            .create_user_blocking("admin", Role::Admin, None, "admin password")
+            .expect("create");
+        let expired = r.create_session(u.id, -1).await.expect("session");
+        assert!(r.session(&expired.token).await.expect("get").is_none());
+        let live = r.create_session(u.id, 60_000).await.expect("session");
+        assert!(r.session(&live.token).await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn session_and_api_tokens_are_256_random_bits_stored_only_as_digests() {
+        let (_d, r) = registry();
+        let u = r
+            .create_user_blocking("admin", Role::Admin, None, "admin password")
+            .expect("create");
+        let session = r.create_session(u.id, 60_000).await.expect("session");
+        let other = r.create_session(u.id, 60_000).await.expect("session");
+        assert_eq!(session.token.len(), 64);
+        assert!(session.token.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(session.token, other.token);
+        let api = r.create_token_blocking("admin").expect("token");
+        let (s, a) = (session.token.clone(), api.clone());
+        let stored: (i64, i64) = r
+            .db()
+            .call_blocking(move |c| {
+                let in_sessions: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM sessions WHERE CAST(token_sha256 AS TEXT) = ?1 \
+                     OR hex(token_sha256) = upper(?1)",
+                    [&s],
+                    |x| x.get(0),
+                )?;
+                let in_tokens: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM api_tokens WHERE CAST(token_sha256 AS TEXT) = ?1",
+                    [&a],
+                    |x| x.get(0),
+                )?;
+                Ok((in_sessions, in_tokens))
+            })
+            .expect("read");
+        assert_eq!(stored, (0, 0));
+        assert_eq!(
+            r.user_by_token(&api).await.expect("lookup").map(|u| u.name),
+            Some("admin".to_string())
+        );
+    }
 }

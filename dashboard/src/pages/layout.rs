@@ -2,9 +2,14 @@
 //! name and a logout form (POST with the session's CSRF token).
 //!
 //! The CSS is a constant embedded here, so the app is one binary with no static files
-//! to serve. This module must never interpolate anything unescaped but that CSS.
+//! to serve; the content security policy allows it by its hash ([`style_source`]).
+//! This module must never interpolate anything unescaped but that CSS.
 
+use std::sync::LazyLock;
+
+use base64::Engine as _;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use sha2::{Digest, Sha256};
 
 use crate::auth::{SessionUser, is_staff};
 
@@ -42,6 +47,19 @@ form.login input[type=text],form.login input[type=password]{width:100%;padding:.
 form.login button{margin-top:1.2rem;width:100%;padding:.55rem;background:#1f3b57;color:#fff;border:0;border-radius:4px;font-size:1rem}
 .error{color:#a40e26;background:#fde7ea;padding:.5rem .7rem;border-radius:4px}
 "#;
+
+/// The CSP source of the embedded style sheet: `'sha256-…'` of [`CSS`], so that the
+/// content policy allows this `<style>` block and no other inline style.
+pub(crate) fn style_source() -> &'static str {
+    static SOURCE: LazyLock<String> = LazyLock::new(|| {
+        let digest = Sha256::digest(CSS.as_bytes());
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    });
+    &SOURCE
+}
 
 fn head(title: &str) -> Markup {
     html! {

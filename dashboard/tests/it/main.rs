@@ -6,6 +6,7 @@ mod auth;
 mod brute_force;
 mod ops;
 mod pages;
+mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
