@@ -57,7 +57,9 @@ pub fn spec() -> Value {
                 dashboard session, and sees only what its user may see: another member's \
                 building or device answers 404. Calendar periods are Europe/Paris local time; \
                 instants are RFC 3339 (UTC). Errors are `{\"error\": \"...\"}`; a bad query \
-                parameter answers 400 naming the parameter.",
+                parameter answers 400 naming the parameter. A write (POST) authenticated by the \
+                session cookie rather than a bearer token must also send the session's CSRF \
+                token in `X-CSRF-Token` (403 otherwise).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
@@ -114,6 +116,19 @@ pub fn spec() -> Value {
                 ],
                 "responses": ok("Samples, oldest first", array_of("Sample")),
             }},
+            "/api/v1/devices/pending": {"get": {
+                "summary": "Devices heard from but not registered (agency staff only; others get 403)",
+                "responses": ok("Pending devices, with their last payload", array_of("Pending")),
+            }},
+            "/api/v1/devices/{id}/assign": {"post": {
+                "summary": "Registers a pending device in a building (agency staff only; others get 403)",
+                "description": "Ingest then replays the device's quarantined messages. 404 for an \
+                    unknown building or a device that is not pending, 400 for an unknown kind or a \
+                    malformed format. By session cookie, send `X-CSRF-Token` too.",
+                "parameters": [id_param("Pending device")],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": schema("Assignment")}}},
+                "responses": ok("The registered device", schema("Device")),
+            }},
             "/api/v1/members": {"get": {
                 "summary": "Members visible to the caller",
                 "responses": ok("Members", array_of("Member")),
@@ -163,6 +178,18 @@ pub fn spec() -> Value {
                 }},
                 "Sample": {"type": "object", "required": ["ts", "value"], "properties": {
                     "ts": {"type": "string", "format": "date-time"}, "value": {"type": "number"},
+                }},
+                "Pending": {"type": "object", "required": ["id", "first_seen", "last_seen", "topic", "format", "last_payload", "messages"], "properties": {
+                    "id": {"type": "string"}, "first_seen": {"type": "string", "format": "date-time"},
+                    "last_seen": {"type": "string", "format": "date-time"}, "topic": {"type": "string"},
+                    "format": {"type": "string"}, "last_payload": {"type": "string"},
+                    "messages": {"type": "integer"},
+                }},
+                "Assignment": {"type": "object", "required": ["building_id", "kind", "format"], "additionalProperties": false, "properties": {
+                    "building_id": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["electricity_meter", "gas_meter", "water_meter", "air_quality", "outdoor_thermometer", "server_agent", "other"]},
+                    "format": {"type": "string", "example": "native"},
+                    "room": {"type": "string", "maxLength": 120},
                 }},
                 "Member": {"type": "object", "required": ["id", "name", "kind"], "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string"},

@@ -335,6 +335,10 @@ async fn the_openapi_document_describes_every_route() {
     ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} undocumented");
     }
+    assert!(doc["paths"]["/api/v1/devices/pending"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/devices/{id}/assign"]["post"].is_object());
+    let description = doc["info"]["description"].as_str().expect("description");
+    assert!(description.contains("X-CSRF-Token"), "{description}");
     let unknown = app.api(&app.alice_token, "/api/v1/nothing").await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     let body: Value = unknown.json().await.expect("json 404");
