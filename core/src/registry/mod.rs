@@ -309,31 +309,49 @@ impl Registry {
         if seen.is_empty() {
             return Ok(());
         }
-        let seen = seen.to_vec();
-        self.db.call_blocking(move |c| {
+        self.db.call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?2) WHERE id = ?1",
-                )?;
-                for (d, ts) in &seen {
-                    st.execute(params![d.as_str(), ts.0])?;
-                }
-            }
+            self.touch_devices_in(&tx, seen)?;
             tx.commit()?;
             Ok(())
         })
     }
 
+    /// Records when devices were last heard from (keeps the latest instant) within the
+    /// caller's transaction on `c`, a connection to this registry's file.
+    pub fn touch_devices_in(
+        &self,
+        c: &rusqlite::Connection,
+        seen: &[(DeviceId, Timestamp)],
+    ) -> Result<(), DbError> {
+        let mut st = c.prepare_cached(
+            "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?2) WHERE id = ?1",
+        )?;
+        for (d, ts) in seen {
+            st.execute(params![d.as_str(), ts.0])?;
+        }
+        Ok(())
+    }
+
     /// Records a device's `online`/`offline` status.
     pub fn set_device_online_blocking(&self, id: &DeviceId, online: bool) -> Result<bool, DbError> {
-        let id = id.clone();
-        self.db.call_blocking(move |c| {
-            Ok(c.execute(
-                "UPDATE devices SET online = ?2 WHERE id = ?1",
-                params![id.as_str(), online],
-            )? > 0)
-        })
+        self.db
+            .call_blocking(|c| self.set_device_online_in(c, id, online))
+    }
+
+    /// Records a device's `online`/`offline` status within the caller's transaction on
+    /// `c`, a connection to this registry's file; `false` if the device is unknown.
+    pub fn set_device_online_in(
+        &self,
+        c: &rusqlite::Connection,
+        id: &DeviceId,
+        online: bool,
+    ) -> Result<bool, DbError> {
+        Ok(
+            c.prepare_cached("UPDATE devices SET online = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), online])?
+                > 0,
+        )
     }
 
     /// The series of `(device, quantity)`, created on first use. Cached.

@@ -105,12 +105,27 @@ impl Registry {
         if sightings.is_empty() {
             return Ok(());
         }
-        let sightings = sightings.to_vec();
-        self.db().call_blocking(move |c| {
+        self.db().call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO pending_devices (device_id, first_seen, last_seen, topic, format, last_payload, messages)
+            self.record_sightings_in(&tx, sightings)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Records sightings of unknown devices within the caller's transaction on `c` (a
+    /// connection to this registry's file). A device registered meanwhile is not
+    /// recorded.
+    pub fn record_sightings_in(
+        &self,
+        c: &rusqlite::Connection,
+        sightings: &[Sighting],
+    ) -> Result<(), DbError> {
+        if sightings.is_empty() {
+            return Ok(());
+        }
+        let mut st = c.prepare_cached(
+            "INSERT INTO pending_devices (device_id, first_seen, last_seen, topic, format, last_payload, messages)
                      SELECT ?1, ?2, ?2, ?3, ?4, ?5, 1
                      WHERE NOT EXISTS (SELECT 1 FROM devices WHERE id = ?1)
                      ON CONFLICT (device_id) DO UPDATE SET
@@ -120,21 +135,18 @@ impl Registry {
                        topic = CASE WHEN excluded.last_seen >= last_seen THEN excluded.topic ELSE topic END,
                        format = CASE WHEN excluded.last_seen >= last_seen THEN excluded.format ELSE format END,
                        last_payload = CASE WHEN excluded.last_seen >= last_seen THEN excluded.last_payload ELSE last_payload END",
-                )?;
-                for s in &sightings {
-                    let kept = &s.payload[..s.payload.len().min(PENDING_PAYLOAD_BYTES)];
-                    st.execute(params![
-                        s.device_id.as_str(),
-                        s.received_at.0,
-                        s.topic,
-                        s.format,
-                        kept
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
+        )?;
+        for s in sightings {
+            let kept = &s.payload[..s.payload.len().min(PENDING_PAYLOAD_BYTES)];
+            st.execute(params![
+                s.device_id.as_str(),
+                s.received_at.0,
+                s.topic,
+                s.format,
+                kept
+            ])?;
+        }
+        Ok(())
     }
 
     /// Devices waiting to be assigned, most recently heard first.

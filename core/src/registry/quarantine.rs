@@ -138,32 +138,44 @@ impl Registry {
         if entries.is_empty() {
             return Ok(());
         }
-        let entries = entries.to_vec();
-        self.db().call_blocking(move |c| {
+        self.db().call_blocking(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO quarantine (received_at, last_received_at, topic, device_id, reason, detail, payload, payload_sha256)
-                     VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (topic, payload_sha256, reason, detail) DO UPDATE SET
-                       occurrences = occurrences + 1, last_received_at = excluded.last_received_at",
-                )?;
-                for e in &entries {
-                    let sha = Sha256::digest(&e.payload).to_vec();
-                    st.execute(params![
-                        e.received_at.0,
-                        e.topic,
-                        e.device_id.as_ref().map(|d| d.as_str()),
-                        e.reason.as_str(),
-                        e.detail,
-                        e.payload,
-                        sha
-                    ])?;
-                }
-            }
+            self.quarantine_in(&tx, entries)?;
             tx.commit()?;
             Ok(())
         })
+    }
+
+    /// Stores quarantine entries (idempotent per message) within the caller's
+    /// transaction on `c`, which must be a connection to this registry's file: ingest
+    /// writes them in the same commit as the samples of their batch.
+    pub fn quarantine_in(
+        &self,
+        c: &rusqlite::Connection,
+        entries: &[QuarantineEntry],
+    ) -> Result<(), DbError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut st = c.prepare_cached(
+            "INSERT INTO quarantine (received_at, last_received_at, topic, device_id, reason, detail, payload, payload_sha256)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (topic, payload_sha256, reason, detail) DO UPDATE SET
+               occurrences = occurrences + 1, last_received_at = excluded.last_received_at",
+        )?;
+        for e in entries {
+            let sha = Sha256::digest(&e.payload).to_vec();
+            st.execute(params![
+                e.received_at.0,
+                e.topic,
+                e.device_id.as_ref().map(|d| d.as_str()),
+                e.reason.as_str(),
+                e.detail,
+                e.payload,
+                sha
+            ])?;
+        }
+        Ok(())
     }
 
     /// The latest quarantined messages, newest first.

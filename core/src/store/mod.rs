@@ -185,6 +185,13 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     /// Short name for logs and health (`sqlite`, `victoriametrics`…).
     fn name(&self) -> &'static str;
 
+    /// The embedded store, when this is it: its writes can share a transaction with
+    /// the registry's (see [`SqliteStore::write_with_blocking`]). `None` for remote
+    /// backends.
+    fn as_sqlite(&self) -> Option<&SqliteStore> {
+        None
+    }
+
     /// Every series with at least one raw sample, in id order (for exports). Backends
     /// that cannot list series answer `InvalidQuery`.
     async fn series_ids(&self) -> Result<Vec<SeriesId>, StoreError> {

@@ -49,6 +49,64 @@ fn tune_for_writes(c: &rusqlite::Connection) -> rusqlite::Result<()> {
     c.execute_batch("PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 8192;")
 }
 
+/// Writes `samples` with their rollups within the open transaction `tx`; returns how
+/// many were new, or the refusal of a batch holding samples older than the retention
+/// cut (then nothing was written).
+fn write_in(
+    tx: &rusqlite::Connection,
+    samples: &[Sample],
+) -> Result<Result<u64, StoreError>, DbError> {
+    if samples.is_empty() {
+        return Ok(Ok(0));
+    }
+    let watermark = rollup::watermark(tx)?;
+    let too_old = samples.iter().filter(|s| s.ts.0 < watermark);
+    if let Some(first) = too_old.clone().map(|s| s.ts).min() {
+        return Ok(Err(StoreError::OlderThanRetention {
+            refused: too_old.count() as u64,
+            first,
+            retained_before: Timestamp(watermark),
+        }));
+    }
+    // Per series, in time order; within the batch the first copy of a (series, ts)
+    // wins, as with one INSERT OR IGNORE per sample.
+    let mut sorted: Vec<Point> = Vec::with_capacity(samples.len());
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    order.sort_by_key(|&i| (samples[i].series.0, samples[i].ts.0));
+    let mut inserted = 0u64;
+    let mut touched = rollup::Touched::default();
+    let mut i = 0;
+    while i < order.len() {
+        let series = samples[order[i]].series.0;
+        sorted.clear();
+        while i < order.len() && samples[order[i]].series.0 == series {
+            let s = samples[order[i]];
+            if sorted.last().is_none_or(|p| p.ts != s.ts) {
+                sorted.push(Point {
+                    ts: s.ts,
+                    value: s.value,
+                });
+            }
+            i += 1;
+        }
+        // After everything stored (live data): fold into the rollups as is.
+        let latest = chunks::latest(tx, series)?;
+        if let (Some(latest), Some(first)) = (latest, sorted.first())
+            && latest.ts < first.ts
+        {
+            chunks::insert_after_latest(tx, series, &sorted)?;
+            inserted += sorted.len() as u64;
+            rollup::append(tx, series, latest, &sorted)?;
+            continue;
+        }
+        let new = chunks::insert_new(tx, series, &sorted)?;
+        inserted += new.len() as u64;
+        touched.inserted(tx, series, &new)?;
+    }
+    touched.recompute(tx)?;
+    Ok(Ok(inserted))
+}
+
 /// The embedded store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -65,6 +123,11 @@ impl SqliteStore {
         }
     }
 
+    /// The database this store writes to.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Writes a batch on the calling (blocking) thread, with its rollups, in one
     /// transaction. A batch holding a sample older than the retention cut (see
     /// [`TimeSeriesStore::retain`]) is refused whole with
@@ -74,68 +137,43 @@ impl SqliteStore {
         if samples.is_empty() {
             return Ok(WriteReport::default());
         }
+        Ok(self.write_with_blocking(samples, |_| Ok(()))?.0)
+    }
+
+    /// As [`SqliteStore::write_blocking`], and runs `also` in the same transaction
+    /// after the samples are written: one commit (one fsync) for both, and nothing of
+    /// either is committed when one fails or the batch is refused. Ingest writes the
+    /// registry side of a batch (last seen, statuses, quarantine) this way.
+    pub fn write_with_blocking<T>(
+        &self,
+        samples: &[Sample],
+        also: impl FnOnce(&rusqlite::Connection) -> Result<T, DbError>,
+    ) -> Result<(WriteReport, T), StoreError> {
         let written = self.db.call_blocking(|c| {
             tune_for_writes(c)?;
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let watermark = rollup::watermark(&tx)?;
-            let too_old = samples.iter().filter(|s| s.ts.0 < watermark);
-            if let Some(first) = too_old.clone().map(|s| s.ts).min() {
-                return Ok(Err(StoreError::OlderThanRetention {
-                    refused: too_old.count() as u64,
-                    first,
-                    retained_before: Timestamp(watermark),
-                }));
-            }
-            // Per series, in time order; within the batch the first copy of a
-            // (series, ts) wins, as with one INSERT OR IGNORE per sample.
-            let mut sorted: Vec<Point> = Vec::with_capacity(samples.len());
-            let mut order: Vec<usize> = (0..samples.len()).collect();
-            order.sort_by_key(|&i| (samples[i].series.0, samples[i].ts.0));
-            let mut inserted = 0u64;
-            let mut touched = rollup::Touched::default();
-            let mut i = 0;
-            while i < order.len() {
-                let series = samples[order[i]].series.0;
-                sorted.clear();
-                while i < order.len() && samples[order[i]].series.0 == series {
-                    let s = samples[order[i]];
-                    if sorted.last().is_none_or(|p| p.ts != s.ts) {
-                        sorted.push(Point {
-                            ts: s.ts,
-                            value: s.value,
-                        });
-                    }
-                    i += 1;
-                }
-                // After everything stored (live data): fold into the rollups as is.
-                let latest = chunks::latest(&tx, series)?;
-                if let (Some(latest), Some(first)) = (latest, sorted.first())
-                    && latest.ts < first.ts
-                {
-                    chunks::insert_after_latest(&tx, series, &sorted)?;
-                    inserted += sorted.len() as u64;
-                    rollup::append(&tx, series, latest, &sorted)?;
-                    continue;
-                }
-                let new = chunks::insert_new(&tx, series, &sorted)?;
-                inserted += new.len() as u64;
-                touched.inserted(&tx, series, &new)?;
-            }
-            touched.recompute(&tx)?;
+            let inserted = match write_in(&tx, samples)? {
+                Ok(n) => n,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let out = also(&tx)?;
             tx.commit()?;
-            Ok(Ok(inserted))
+            Ok(Ok((inserted, out)))
         })?;
-        let inserted = written?;
+        let (inserted, out) = written?;
         let pending = self.since_compaction.fetch_add(inserted, Ordering::Relaxed) + inserted;
         if pending >= COMPACT_EVERY {
             self.since_compaction.store(0, Ordering::Relaxed);
             // Days before yesterday (UTC) are closed for all but late samples.
             self.compact_blocking(Timestamp::now().plus_millis(-86_400_000))?;
         }
-        Ok(WriteReport {
-            inserted,
-            duplicates: samples.len() as u64 - inserted,
-        })
+        Ok((
+            WriteReport {
+                inserted,
+                duplicates: samples.len() as u64 - inserted,
+            },
+            out,
+        ))
     }
 
     /// Moves hot samples of UTC days before the one containing `horizon` into
@@ -309,6 +347,10 @@ impl TimeSeriesStore for SqliteStore {
         "sqlite"
     }
 
+    fn as_sqlite(&self) -> Option<&SqliteStore> {
+        Some(self)
+    }
+
     async fn series_ids(&self) -> Result<Vec<SeriesId>, StoreError> {
         Ok(self
             .db
@@ -326,5 +368,79 @@ impl TimeSeriesStore for SqliteStore {
             .db
             .call(move |c| Ok(chunks::range_after(c, series.0, after.0, limit)?))
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the probe row written by [`with_probe`] is in the file.
+    fn probe_written(store: &SqliteStore) -> bool {
+        store
+            .db()
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM store_meta WHERE key = 'probe'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .expect("probe read")
+            > 0
+    }
+
+    /// Writes `samples` with a probe row in the same transaction, then fails if asked.
+    fn with_probe(
+        store: &SqliteStore,
+        samples: &[Sample],
+        fail: bool,
+    ) -> Result<WriteReport, StoreError> {
+        store
+            .write_with_blocking(samples, |c| {
+                c.execute(
+                    "INSERT INTO store_meta (key, value) VALUES ('probe', 1)",
+                    [],
+                )?;
+                if fail {
+                    return Err(DbError::Task("the side write failed".into()));
+                }
+                Ok(())
+            })
+            .map(|(report, ())| report)
+    }
+
+    fn hours_with_data(store: &SqliteStore) -> i64 {
+        store
+            .db()
+            .call_blocking(|c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM rollups", [], |r| r.get::<_, i64>(0))?)
+            })
+            .expect("rollup read")
+    }
+
+    #[test]
+    fn a_side_write_failing_in_the_samples_transaction_commits_neither() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::new(Db::open_dir(dir.path()).expect("open"));
+        let t0 = 1_772_445_600_000; // 2026-03-02 10:00 UTC
+        let samples: Vec<Sample> = (0..10)
+            .map(|i| Sample {
+                series: SeriesId(7),
+                ts: Timestamp(t0 + i * 60_000),
+                value: i as f64,
+            })
+            .collect();
+        assert!(with_probe(&store, &samples, true).is_err());
+        let count = |s: &SqliteStore| s.db().call_blocking(|c| Ok(chunks::count(c)?));
+        assert_eq!(count(&store).expect("count"), 0, "no sample committed");
+        assert_eq!(hours_with_data(&store), 0, "no rollup committed");
+        assert!(!probe_written(&store), "no side row committed");
+
+        let report = with_probe(&store, &samples, false).expect("write");
+        assert_eq!(report.inserted, 10);
+        assert_eq!(count(&store).expect("count"), 10);
+        assert_eq!(hours_with_data(&store), 2, "hour and day rows");
+        assert!(probe_written(&store), "side row committed with the samples");
     }
 }

@@ -1,7 +1,8 @@
 //! One commit attempt, shared by the batcher and the replay of quarantined messages:
-//! resolve devices and series, normalise meter readings, write the samples in one
-//! idempotent store transaction, then the registry side (quarantine, last seen,
-//! statuses, pending devices).
+//! resolve devices and series, normalise meter readings, write the samples and the
+//! registry side (quarantine, last seen, statuses, pending devices). With the embedded
+//! store in the registry's file both are one idempotent transaction (one commit, one
+//! fsync); with a remote store the registry side is committed after the samples.
 //!
 //! Readings older than the store's raw retention cut are quarantined
 //! (`older_than_retention`) while the rest of the batch is stored. If retention moves
@@ -156,10 +157,45 @@ impl Committer {
             plan.add_normalised(samples, problems);
         }
         plan.finish(&messages);
-        let report = self.store.write(&plan.samples).await.map_err(|e| match e {
+        let refused = |e: StoreError, store: &str| match e {
             e @ StoreError::OlderThanRetention { .. } => Attempt::RetentionMoved(e),
-            e => Attempt::Failed(format!("{} store write: {e}", self.store.name())),
-        })?;
+            e => Attempt::Failed(format!("{store} store write: {e}")),
+        };
+        let same_file = self
+            .store
+            .as_sqlite()
+            .is_some_and(|s| s.db().path() == self.registry.db().path());
+        if same_file {
+            // The embedded store in the registry's file: samples and registry side in
+            // one transaction, one commit, one fsync.
+            let (store, registry) = (self.store.clone(), self.registry.clone());
+            let (plan, written) = tokio::task::spawn_blocking(move || {
+                let mut step = "";
+                let written = match store.as_sqlite() {
+                    Some(sqlite) => sqlite
+                        .write_with_blocking(&plan.samples, |c| {
+                            plan::write_registry_in(&plan, &registry, c, &mut step)
+                        })
+                        .map(|(report, ())| report),
+                    None => Err(StoreError::InvalidQuery("not the embedded store".into())),
+                };
+                (plan, written.map_err(|e| (e, step)))
+            })
+            .await
+            .map_err(|e| format!("store task: {e}"))?;
+            let report = written.map_err(|(e, step)| match e {
+                StoreError::Db(e) if !step.is_empty() => {
+                    Attempt::Failed(format!("{step} (with the batch's samples): {e}"))
+                }
+                e => refused(e, self.store.name()),
+            })?;
+            return Ok((plan, report));
+        }
+        let report = self
+            .store
+            .write(&plan.samples)
+            .await
+            .map_err(|e| refused(e, self.store.name()))?;
         let registry = self.registry.clone();
         let plan = tokio::task::spawn_blocking(move || {
             plan::write_registry(&plan, &registry).map(|()| plan)

@@ -359,3 +359,26 @@ pub(crate) fn write_registry(plan: &Plan, registry: &Registry) -> Result<(), Str
     }
     Ok(())
 }
+
+/// Writes the registry side of a plan within the caller's transaction on `c` (a
+/// connection to the registry's file, see [`Committer`](super::commit::Committer));
+/// `step` names the write under way, for the error's context.
+pub(crate) fn write_registry_in(
+    plan: &Plan,
+    registry: &Registry,
+    c: &rusqlite::Connection,
+    step: &mut &'static str,
+) -> Result<(), vigie_core::db::DbError> {
+    *step = "quarantine write";
+    registry.quarantine_in(c, &plan.quarantine)?;
+    *step = "last-seen update";
+    registry.touch_devices_in(c, &plan.seen)?;
+    *step = "pending devices update";
+    registry.record_sightings_in(c, &plan.sightings)?;
+    *step = "status update";
+    for (device, online) in &plan.statuses {
+        registry.set_device_online_in(c, device, *online)?;
+    }
+    *step = "";
+    Ok(())
+}
