@@ -1,7 +1,7 @@
 //! Login brute-force protection, as Grafana does it: after `max_failures` failed logins
-//! for one user name, or from one client address, within `lockout` of each other,
-//! further logins for that name or from that address are refused for `lockout` — even
-//! with the right password, which is then not even checked.
+//! for one user name, or from one client address (IPv6: its /64), within `lockout` of
+//! each other, further logins for that name or from that address are refused for
+//! `lockout` — even with the right password, which is then not even checked.
 //!
 //! An attempt counts from the moment it is admitted ([`LoginThrottle::begin`]), while
 //! its password is still being checked, so a burst of parallel requests gets no more
@@ -151,6 +151,22 @@ fn user_key(name: &str) -> Key {
     Key::User(name.chars().take(MAX_NAME_CHARS).collect())
 }
 
+/// The address key of a client: an IPv4 address as is (also written IPv4-mapped), an
+/// IPv6 address by its /64 network, since one host usually holds a whole /64 and could
+/// otherwise change address at every attempt.
+fn addr_key(addr: IpAddr) -> Key {
+    match addr {
+        IpAddr::V4(v4) => Key::Addr(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Key::Addr(IpAddr::V4(v4)),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                Key::Addr(IpAddr::V6(network.into()))
+            }
+        },
+    }
+}
+
 /// A login attempt admitted by [`LoginThrottle::begin`]. Until it is settled it counts
 /// against the limit, so that attempts checked in parallel cannot overshoot it; one
 /// dropped unsettled (the client went away mid-check) counts as a failure.
@@ -239,7 +255,7 @@ impl LoginThrottle {
     /// the name or the address is locked out, or when the attempts already being
     /// checked would reach the limit.
     pub fn begin(self: &Arc<Self>, name: &str, addr: Option<IpAddr>) -> Result<Attempt, Locked> {
-        let keys: Vec<Key> = [Some(user_key(name)), addr.map(Key::Addr)]
+        let keys: Vec<Key> = [Some(user_key(name)), addr.map(addr_key)]
             .into_iter()
             .flatten()
             .collect();
@@ -375,6 +391,30 @@ mod tests {
         // After the lock, one new failure does not lock again at once.
         assert_eq!(fail(&t, "alice", "10.0.0.1"), Ok(None));
         assert_eq!(refused(&t, "alice", "10.0.0.1"), None);
+    }
+
+    #[test]
+    fn an_ipv6_host_cannot_escape_the_address_limit_by_changing_address_in_its_64() {
+        let (_clock, t) = throttle();
+        for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            fail(&t, name, &format!("2001:db8:1:2::{i}")).expect("admitted");
+        }
+        assert!(
+            refused(&t, "f", "2001:db8:1:2:ffff::9").is_some(),
+            "same /64, new address"
+        );
+        assert_eq!(
+            refused(&t, "f", "2001:db8:1:3::1"),
+            None,
+            "another /64 is another client"
+        );
+        for name in ["a", "b", "c", "d", "e"] {
+            fail(&t, name, "::ffff:192.0.2.7").expect("admitted");
+        }
+        assert!(
+            refused(&t, "f", "192.0.2.7").is_some(),
+            "IPv4-mapped is the IPv4 address"
+        );
     }
 
     #[test]

@@ -277,3 +277,31 @@ async fn the_session_cookie_is_secure_only_when_configured() {
         assert_eq!(cleared.contains("; Secure"), secure, "{cleared}");
     }
 }
+
+#[tokio::test]
+async fn an_ipv6_client_behind_the_proxy_is_counted_by_its_64_not_its_address() {
+    let app = TestApp::start_with(&HttpConfig::default(), None).await;
+    let proxy = client_from("127.0.0.1");
+    let from = |addr: &'static str, user: &'static str| {
+        proxy
+            .post(app.url("/login"))
+            .header("x-forwarded-for", addr)
+            .form(&[("username", user), ("password", WRONG)])
+            .send()
+    };
+    // Five names, five addresses of one /64: a password spray.
+    for (addr, user) in [
+        ("2001:db8:7:7::1", "u1"),
+        ("2001:db8:7:7::2", "u2"),
+        ("2001:db8:7:7::3", "u3"),
+        ("2001:db8:7:7::4", "u4"),
+        ("2001:db8:7:7::5", "u5"),
+    ] {
+        let res = from(addr, user).await.expect("POST /login");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{addr}");
+    }
+    let res = from("2001:db8:7:7:abcd::6", "alice").await.expect("POST");
+    assert_locked(res, "5 minutes", "a sixth address of the same /64").await;
+    let res = from("2001:db8:7:8::1", "bob").await.expect("POST");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "another /64");
+}
