@@ -396,12 +396,16 @@ pub async fn logout(
 }
 
 /// Why a request is cross-site, if it is: `Sec-Fetch-Site` other than `same-origin`
-/// or `none`, or an `Origin` whose host is not the `Host` the request was sent to.
+/// or `none`; without `Sec-Fetch-Site` (older browsers), an `Origin` whose host is not
+/// the `Host` the request was sent to. A browser's `Sec-Fetch-Site` is authoritative
+/// (no page can set it), and unlike `Host` it survives a reverse proxy that rewrites
+/// `Host` to the upstream address.
 fn cross_site_reason(headers: &HeaderMap) -> Option<&'static str> {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.to_str(), Ok("same-origin" | "none"))
-    {
-        return Some("Sec-Fetch-Site");
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.to_str() {
+            Ok("same-origin" | "none") => None,
+            _ => Some("Sec-Fetch-Site"),
+        };
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
@@ -484,6 +488,19 @@ mod tests {
         assert_eq!(cross_site_reason(&fetch), Some("Sec-Fetch-Site"));
         let fetch_same = headers(&[("sec-fetch-site", "same-origin")]);
         assert_eq!(cross_site_reason(&fetch_same), None);
+        // Behind a proxy that rewrites Host, the browser's Sec-Fetch-Site decides.
+        let proxied = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://vigie.example"),
+            ("host", "127.0.0.1:8080"),
+        ]);
+        assert_eq!(cross_site_reason(&proxied), None);
+        let proxied_cross = headers(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8080"),
+        ]);
+        assert_eq!(cross_site_reason(&proxied_cross), Some("Sec-Fetch-Site"));
     }
 
     #[test]
