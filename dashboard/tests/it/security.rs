@@ -377,3 +377,14 @@ async fn a_same_origin_form_behind_a_proxy_that_rewrites_host_is_accepted() {
         .expect("POST");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn chart_text_is_escaped_in_the_svg_the_pages_embed_verbatim() {
+    // Pages insert chart SVG without escaping (PreEscaped): any text drawn in it, a
+    // title, a unit or a bar label, must come out escaped.
+    let evil = "<script>alert(1)</script>";
+    let bars = vec![(evil.to_string(), Some(3.0)), ("b".to_string(), None)];
+    let svg = vigie_dashboard::charts::bar_chart_svg(evil, evil, &bars).expect("svg");
+    assert!(!svg.contains("<script"), "{svg}");
+    assert!(svg.contains("&lt;script&gt;"), "{svg}");
+}
