@@ -295,6 +295,38 @@ pub(crate) async fn stored(data: &Path) -> u64 {
     store.count().await.expect("count")
 }
 
+/// The sample count `vigie sim` reports on stderr ("… (N samples) acknowledged …").
+pub(crate) fn acknowledged_samples(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("acknowledged by the broker"))
+        .unwrap_or_else(|| panic!("no report line in vigie sim's stderr:\n{stderr}"));
+    let (_, rest) = line.split_once('(').unwrap();
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Samples stored in `data` as published: every series but the `gas_kwh` ingest derives
+/// from each gas index (m³ × the building's PCS).
+pub(crate) async fn stored_as_published(data: &Path) -> u64 {
+    use vigie_core::store::{SqliteStore, TimeSeriesStore};
+    use vigie_core::{Quantity, Timestamp, db::Db, registry::Registry};
+    let db = Db::open_dir(data).expect("open data dir");
+    let registry = Registry::new(db.clone());
+    let store = SqliteStore::new(db);
+    let mut n = 0;
+    for labels in registry.series_labels().await.expect("series") {
+        if labels.series.quantity == Quantity::GasKwh {
+            continue;
+        }
+        let points = store
+            .range(labels.series.id, Timestamp(0), Timestamp(i64::MAX / 2))
+            .await
+            .expect("range");
+        n += points.len() as u64;
+    }
+    n
+}
+
 /// Values per message of [`stream`].
 pub(crate) const VALUES_PER_MESSAGE: u64 = 2;
 

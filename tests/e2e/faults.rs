@@ -1,5 +1,6 @@
 //! No loss under faults, with the real binary and a real mosquitto (persistence on):
-//! `kill -9` of ingest mid-stream, mosquitto restarted mid-stream, a full data disk;
+//! `kill -9` of ingest mid-stream, mosquitto restarted mid-stream (under a rumqttc
+//! stream and under the simulated fleet), a full data disk;
 //! and what the embedded broker does (not) guarantee across a `kill -9`.
 //!
 //! Each stream is published at QoS 1 by a client that waits for every PUBACK; every
@@ -15,9 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::external::{
-    Mosquitto, VALUES_PER_MESSAGE, Vigie, env_for, mosquitto_bin, publish, register_devices,
-    stored, stream, wait_until,
+    Mosquitto, VALUES_PER_MESSAGE, Vigie, acknowledged_samples, env_for, mosquitto_bin, publish,
+    register_devices, stored, stored_as_published, stream, wait_until,
 };
+use crate::server::vigie_bin;
 
 const MESSAGES: usize = 100_000;
 const DEVICES: usize = 50;
@@ -116,6 +118,83 @@ async fn mosquitto_restarted_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(stored(&data).await, expected, "exactly once");
     eprintln!(
         "mosquitto restarted at {after_restart} of {expected} samples; all stored exactly once"
+    );
+}
+
+/// The simulator as the publisher, as real firmware would be: `vigie sim` publishes a
+/// month of history for three buildings (throttled, so that the restart lands
+/// mid-stream), mosquitto is restarted under it, the devices reconnect with backoff and
+/// replay what they buffered; every sample the simulator reports acknowledged by the
+/// broker is stored exactly once, and it reports none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_fleet_rides_out_a_mosquitto_restart_and_every_acked_sample_is_stored_once() {
+    let Some(bin) = mosquitto_bin("simulated fleet across a mosquitto restart") else {
+        return;
+    };
+    let mut broker = Mosquitto::start(&bin, "allow_anonymous true");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = env_for(&data, &broker.url(), "vigie-ingest-sim");
+    // Ingest first (an empty data dir: `vigie ingest` starts no simulator of its own).
+    let mut ingest = Vigie::spawn(&["ingest"], &env, dir.path().join("ingest.log"));
+    ingest.wait_log("subscribed to", 1).await;
+
+    let sim_env = env.clone();
+    let sim = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(vigie_bin())
+            .args([
+                "sim",
+                "--buildings",
+                "3",
+                "--backfill",
+                "30",
+                "--rate",
+                "150",
+            ])
+            .args(["--duration", "0"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(sim_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .expect("run vigie sim")
+    });
+    // A quarter of the month (3 × 7 devices × 30 daily messages) before the restart.
+    wait_stored(&data, 10_000, "part of the month stored", &|| {
+        ingest.log_text()
+    })
+    .await;
+    broker.restart();
+    let at_restart = stored_as_published(&data).await;
+    let out = sim.await.expect("sim task");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "vigie sim failed:\n{stderr}");
+    let published = acknowledged_samples(&stderr);
+    assert!(stderr.contains(", 0 lost"), "{stderr}");
+    assert!(
+        at_restart < published,
+        "restarted after the end ({at_restart} of {published}): nothing tested"
+    );
+    let data2 = data.clone();
+    if let Err(e) = wait_until(
+        "every acknowledged sample",
+        Duration::from_secs(300),
+        || {
+            let data = data2.clone();
+            async move { stored_as_published(&data).await >= published }
+        },
+    )
+    .await
+    {
+        panic!("{e}; sim:\n{stderr}\ningest log:\n{}", ingest.log_text());
+    }
+    ingest.stop();
+    assert_eq!(
+        stored_as_published(&data).await,
+        published,
+        "exactly once; sim:\n{stderr}"
+    );
+    eprintln!(
+        "simulated fleet: restart at {at_restart} of {published} samples; all stored once"
     );
 }
 

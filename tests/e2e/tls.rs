@@ -22,7 +22,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::CertificateDer;
 
-use crate::external::{Mosquitto, Vigie, mosquitto_bin, register_devices, stored, wait_until};
+use crate::external::{
+    Mosquitto, Vigie, acknowledged_samples, mosquitto_bin, register_devices, stored,
+    stored_as_published, wait_until,
+};
 use crate::server::{ADMIN_PASSWORD, free_addr, vigie_bin};
 
 /// 2020-01-01T00:00:00Z.
@@ -344,38 +347,6 @@ fn a_missing_ca_file_stops_ingest_with_an_error_naming_it() {
         )),
         "{stderr}"
     );
-}
-
-/// The sample count `vigie sim` reports on stderr ("… (N samples) acknowledged …").
-fn acknowledged_samples(stderr: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("acknowledged by the broker"))
-        .unwrap_or_else(|| panic!("no report line in vigie sim's stderr:\n{stderr}"));
-    let (_, rest) = line.split_once('(').unwrap();
-    rest.split_whitespace().next().unwrap().parse().unwrap()
-}
-
-/// Samples stored in `data` as published: every series but the `gas_kwh` ingest derives
-/// from each gas index (m³ × the building's PCS).
-async fn stored_as_published(data: &Path) -> u64 {
-    use vigie_core::store::{SqliteStore, TimeSeriesStore};
-    use vigie_core::{Quantity, Timestamp, db::Db, registry::Registry};
-    let db = Db::open_dir(data).expect("open data dir");
-    let registry = Registry::new(db.clone());
-    let store = SqliteStore::new(db);
-    let mut n = 0;
-    for labels in registry.series_labels().await.expect("series") {
-        if labels.series.quantity == Quantity::GasKwh {
-            continue;
-        }
-        let points = store
-            .range(labels.series.id, Timestamp(0), Timestamp(i64::MAX / 2))
-            .await
-            .expect("range");
-        n += points.len() as u64;
-    }
-    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
