@@ -271,19 +271,19 @@ fn print(figs: &[Figures]) {
 }
 
 /// The write pattern of `vigie bench ingest`: 100 devices × 4 gauges, one sample a
-/// minute each, 500 messages (2,000 samples) per batch; returns (samples/s, mean ms per
-/// batch).
-async fn ingest_pattern(batches: usize) -> (f64, f64) {
+/// minute each, `minutes` × 100 messages (× 4 samples) per batch; returns (samples/s,
+/// mean ms per batch).
+async fn ingest_pattern(batches: usize, minutes: i64) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::new(Db::open_dir(dir.path()).expect("db"));
-    let start = Timestamp::now().0 - (batches as i64 * 5 + 1) * 60_000;
+    let start = Timestamp::now().0 - (batches as i64 * minutes + 1) * 60_000;
     let batches: Vec<Vec<Sample>> = (0..batches as i64)
         .map(|b| {
-            (0..5 * 100 * 4)
+            (0..minutes * 100 * 4)
                 .map(|i| Sample {
                     series: SeriesId(1 + i % 400),
-                    ts: Timestamp(start + (b * 5 + i / 400) * 60_000),
-                    value: 19.0 + ((b * 5 + i) % 50) as f64 / 10.0,
+                    ts: Timestamp(start + (b * minutes + i / 400) * 60_000),
+                    value: 19.0 + ((b * minutes + i) % 50) as f64 / 10.0,
                 })
                 .collect()
         })
@@ -297,10 +297,13 @@ async fn ingest_pattern(batches: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let (rate, per_batch) = ingest_pattern(200).await;
-    println!(
-        "sqlite, ingest pattern (400 series, 2,000 samples per batch, 200 batches): {rate:.0} samples/s, {per_batch:.2} ms per batch"
-    );
+    for (batches, minutes) in [(200, 5), (100, 10)] {
+        let (rate, per_batch) = ingest_pattern(batches, minutes).await;
+        println!(
+            "sqlite, ingest pattern (400 series, {} samples per batch, {batches} batches): {rate:.0} samples/s, {per_batch:.2} ms per batch",
+            minutes * 400
+        );
+    }
     if std::env::var("VIGIE_BENCH_ONLY").is_ok_and(|v| v == "ingest") {
         return;
     }

@@ -229,6 +229,30 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (device_id, quantity, since)
     );
     "#,
+    // 7: the store's recent tier, keyed by time so that a batch of live samples of
+    // many series appends to a few pages (folded into `samples` every few thousand
+    // rows), and the latest sample of each series (one row per series, kept by
+    // writes), filled from both raw tiers.
+    r#"
+    CREATE TABLE samples_recent (
+        ts INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (ts, series_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE series_latest (
+        series_id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL
+    );
+    INSERT INTO series_latest (series_id, ts, value)
+        SELECT series_id, end, last_value FROM sample_chunks c
+        WHERE start = (SELECT MAX(start) FROM sample_chunks WHERE series_id = c.series_id);
+    INSERT INTO series_latest (series_id, ts, value)
+        SELECT series_id, MAX(ts), value FROM samples WHERE true GROUP BY series_id
+        ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value
+        WHERE excluded.ts > series_latest.ts;
+    "#,
 ];
 
 /// The latest schema version this binary knows.

@@ -1,12 +1,17 @@
-//! Raw samples of the embedded store in two tiers: the hot `samples` table (recent
-//! and late samples, one row each) and `sample_chunks` (one compressed row per series
-//! and UTC day, see [`super::codec`]), with reads that merge both.
+//! Raw samples of the embedded store in three tiers: `samples_recent` (live samples
+//! keyed by (ts, series), so that a batch of many series appends to a few pages),
+//! the hot `samples` table keyed by (series, ts) (where the recent tier is folded
+//! every [`RECENT_FOLD_ROWS`] rows, and where late samples go), and `sample_chunks`
+//! (one compressed row per series and UTC day, see [`super::codec`]), with reads that
+//! merge them. `series_latest` holds each series' latest sample, whatever its tier.
 //!
-//! Invariants: a (series, ts) is in at most one tier (writes check the chunk before
-//! keeping a hot row); a chunk holds samples of one UTC day only, keyed by its first
-//! instant. Compaction moves hot rows of days before a horizon into chunks (decoding
-//! and re-encoding a day's chunk when late rows join it). This module must never
-//! change a value or drop a sample when moving it between tiers.
+//! Invariants: a (series, ts) is in at most one tier (the recent tier only receives
+//! samples after their series' latest one; other writes fold it first and check the
+//! chunk before keeping a hot row); a chunk holds samples of one UTC day only, keyed
+//! by its first instant; `series_latest` is the latest raw sample of each series that
+//! has one. Folding and compaction move rows between tiers (a day's chunk decoded and
+//! re-encoded when late rows join it). This module must never change a value or drop
+//! a sample when moving it between tiers.
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -16,6 +21,11 @@ use super::codec::{self, CorruptChunk};
 use crate::time::Timestamp;
 
 const DAY: i64 = 86_400_000;
+
+/// Rows of the recent tier that trigger a fold into `samples` at the end of a write.
+/// A fold touches a leaf of `samples` per series, so folding rarely spreads that cost
+/// over many batches; reads scan the recent tier by time, so it stays small.
+pub(crate) const RECENT_FOLD_ROWS: i64 = 32_768;
 
 fn window(ts: i64) -> i64 {
     ts.div_euclid(DAY).saturating_mul(DAY)
@@ -105,25 +115,64 @@ pub(crate) fn insert_new(
             inserted.push(ts);
         }
     }
+    // Only the last point can be a new latest; if it was stored already, it is not.
+    if inserted.last() == Some(&last.ts.0) {
+        set_latest(c, series, *last)?;
+    }
     Ok(inserted)
 }
 
-/// Inserts points of one series that all come after its latest stored sample (so none
-/// can be stored already, in either tier) into the hot tier.
+/// Makes `p` the latest sample of `series` unless a later one is stored.
+fn set_latest(c: &Connection, series: i64, p: Point) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO series_latest (series_id, ts, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value
+         WHERE excluded.ts > series_latest.ts",
+    )?
+    .execute(params![series, p.ts.0, p.value])?;
+    Ok(())
+}
+
+/// Rows in the recent tier.
+pub(crate) fn recent_rows(c: &Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT COUNT(*) FROM samples_recent")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Moves every row of the recent tier into `samples` (in key order); returns how many.
+pub(crate) fn fold(c: &Connection) -> rusqlite::Result<u64> {
+    let moved = c
+        .prepare_cached(
+            "INSERT INTO samples (series_id, ts, value)
+             SELECT series_id, ts, value FROM samples_recent ORDER BY series_id, ts",
+        )?
+        .execute([])?;
+    if moved > 0 {
+        c.prepare_cached("DELETE FROM samples_recent")?
+            .execute([])?;
+    }
+    Ok(moved as u64)
+}
+
+/// Inserts points of one series (sorted) that all come after its latest stored sample
+/// (so none can be stored already, in any tier) into the recent tier.
 pub(crate) fn insert_after_latest(
     c: &Connection,
     series: i64,
     points: &[Point],
 ) -> rusqlite::Result<()> {
     let mut insert =
-        c.prepare_cached("INSERT INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)")?;
+        c.prepare_cached("INSERT INTO samples_recent (ts, series_id, value) VALUES (?1, ?2, ?3)")?;
     for p in points {
-        insert.execute(params![series, p.ts.0, p.value])?;
+        insert.execute(params![p.ts.0, series, p.value])?;
+    }
+    if let Some(last) = points.last() {
+        set_latest(c, series, *last)?;
     }
     Ok(())
 }
 
-/// Points of `series` with `from <= ts < to`, both tiers, in time order.
+/// Points of `series` with `from <= ts < to`, all tiers, in time order.
 pub(crate) fn range(
     c: &Connection,
     series: i64,
@@ -136,7 +185,18 @@ pub(crate) fn range(
         )?
         .query_map(params![series, from, to], point)?
         .collect::<rusqlite::Result<_>>()?;
-    let hot = out.len();
+    // Each tier gives its points in order; sort only when more than one gave some.
+    let mut tiers = usize::from(!out.is_empty());
+    let before = out.len();
+    let mut recent = c.prepare_cached(
+        "SELECT ts, value FROM samples_recent WHERE ts >= ?2 AND ts < ?3 AND series_id = ?1
+         ORDER BY ts",
+    )?;
+    for p in recent.query_map(params![series, from, to], point)? {
+        out.push(p?);
+    }
+    tiers += usize::from(out.len() > before);
+    let before = out.len();
     let mut st = c.prepare_cached(
         "SELECT data FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND start < ?3
          AND end >= ?4 ORDER BY start",
@@ -148,7 +208,8 @@ pub(crate) fn range(
         let pts = codec::decode(&b?).map_err(corrupt)?;
         out.extend(pts.into_iter().filter(|p| from <= p.ts.0 && p.ts.0 < to));
     }
-    if hot > 0 && out.len() > hot {
+    tiers += usize::from(out.len() > before);
+    if tiers > 1 {
         out.sort_by_key(|p| p.ts);
     }
     Ok(out)
@@ -168,6 +229,14 @@ pub(crate) fn range_after(
         )?
         .query_map(params![series, after, lim], point)?
         .collect::<rusqlite::Result<_>>()?;
+    out.extend(
+        c.prepare_cached(
+            "SELECT ts, value FROM samples_recent WHERE ts > ?2 AND series_id = ?1 ORDER BY ts
+             LIMIT ?3",
+        )?
+        .query_map(params![series, after, lim], point)?
+        .collect::<rusqlite::Result<Vec<_>>>()?,
+    );
     let mut st = c.prepare_cached(
         "SELECT data FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND end > ?3 ORDER BY start",
     )?;
@@ -195,6 +264,17 @@ pub(crate) fn last_before(
         .prepare_cached("SELECT ts, value FROM samples WHERE series_id = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1")?
         .query_row(params![series, before], point)
         .optional()?;
+    let recent = c
+        .prepare_cached(
+            "SELECT ts, value FROM samples_recent WHERE ts < ?2 AND series_id = ?1
+             ORDER BY ts DESC LIMIT 1",
+        )?
+        .query_row(params![series, before], point)
+        .optional()?;
+    let hot = match (hot, recent) {
+        (Some(a), Some(b)) => Some(if a.ts > b.ts { a } else { b }),
+        (a, b) => a.or(b),
+    };
     let start: Option<i64> = c
         .prepare_cached(
             "SELECT start FROM sample_chunks WHERE series_id = ?1 AND start < ?2 ORDER BY start DESC LIMIT 1",
@@ -222,6 +302,16 @@ pub(crate) fn next_after(c: &Connection, series: i64, after: i64) -> rusqlite::R
         )?
         .query_row(params![series, after], |r| r.get(0))
         .optional()?;
+    let recent: Option<i64> = c
+        .prepare_cached(
+            "SELECT ts FROM samples_recent WHERE ts > ?2 AND series_id = ?1 ORDER BY ts LIMIT 1",
+        )?
+        .query_row(params![series, after], |r| r.get(0))
+        .optional()?;
+    let hot = match (hot, recent) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let mut st = c.prepare_cached(
         "SELECT start FROM sample_chunks WHERE series_id = ?1 AND start >= ?2 AND end > ?3
          ORDER BY start LIMIT 1",
@@ -243,29 +333,20 @@ pub(crate) fn next_after(c: &Connection, series: i64, after: i64) -> rusqlite::R
     })
 }
 
-/// The latest point of `series`, both tiers.
+/// The latest point of `series`, all tiers.
 pub(crate) fn latest(c: &Connection, series: i64) -> rusqlite::Result<Option<Point>> {
-    let hot = c
-        .prepare_cached(
-            "SELECT ts, value FROM samples WHERE series_id = ?1 ORDER BY ts DESC LIMIT 1",
-        )?
+    c.prepare_cached("SELECT ts, value FROM series_latest WHERE series_id = ?1")?
         .query_row([series], point)
-        .optional()?;
-    let chunked = c
-        .prepare_cached(
-            "SELECT end, last_value FROM sample_chunks WHERE series_id = ?1 ORDER BY start DESC LIMIT 1",
-        )?
-        .query_row([series], point)
-        .optional()?;
-    Ok(match (hot, chunked) {
-        (Some(a), Some(b)) => Some(if a.ts > b.ts { a } else { b }),
-        (a, b) => a.or(b),
-    })
+        .optional()
 }
 
 /// Number of raw samples, both tiers.
 pub(crate) fn count(c: &Connection) -> rusqlite::Result<u64> {
-    let hot: i64 = c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))?;
+    let hot: i64 = c.query_row(
+        "SELECT (SELECT COUNT(*) FROM samples) + (SELECT COUNT(*) FROM samples_recent)",
+        [],
+        |r| r.get(0),
+    )?;
     let chunked: i64 = c.query_row("SELECT COALESCE(SUM(n), 0) FROM sample_chunks", [], |r| {
         r.get(0)
     })?;
@@ -289,6 +370,11 @@ fn skip_scan(c: &Connection, table: &str) -> rusqlite::Result<Vec<i64>> {
 pub(crate) fn series_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
     let mut ids = skip_scan(c, "samples")?;
     ids.extend(skip_scan(c, "sample_chunks")?);
+    ids.extend(
+        c.prepare_cached("SELECT DISTINCT series_id FROM samples_recent")?
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    );
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
@@ -319,8 +405,11 @@ fn delete_chunk(c: &Connection, series: i64, start: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Deletes the raw samples of `series` before `cut`, both tiers; returns how many.
+/// Deletes the raw samples of `series` before `cut`, all tiers (the recent one must
+/// have been folded); returns how many.
 pub(crate) fn delete_before(c: &Connection, series: i64, cut: i64) -> rusqlite::Result<u64> {
+    c.prepare_cached("DELETE FROM series_latest WHERE series_id = ?1 AND ts < ?2")?
+        .execute(params![series, cut])?;
     let mut deleted = c
         .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts < ?2")?
         .execute(params![series, cut])? as u64;
@@ -346,6 +435,7 @@ pub(crate) fn delete_before(c: &Connection, series: i64, cut: i64) -> rusqlite::
 /// Moves hot samples of UTC days wholly before `horizon` into chunks; returns how many
 /// samples moved.
 pub(crate) fn compact(c: &Connection, horizon: i64) -> rusqlite::Result<u64> {
+    fold(c)?;
     let limit = window(horizon);
     let mut moved = 0u64;
     for series in skip_scan(c, "samples")? {

@@ -75,6 +75,7 @@ fn write_in(
     order.sort_by_key(|&i| (samples[i].series.0, samples[i].ts.0));
     let mut inserted = 0u64;
     let mut touched = rollup::Touched::default();
+    let mut folded = false;
     let mut i = 0;
     while i < order.len() {
         let series = samples[order[i]].series.0;
@@ -89,7 +90,8 @@ fn write_in(
             }
             i += 1;
         }
-        // After everything stored (live data): fold into the rollups as is.
+        // After everything stored (live data): into the recent tier, and folded into
+        // the rollups as is.
         let latest = chunks::latest(tx, series)?;
         if let (Some(latest), Some(first)) = (latest, sorted.first())
             && latest.ts < first.ts
@@ -99,11 +101,20 @@ fn write_in(
             rollup::append(tx, series, latest, &sorted)?;
             continue;
         }
+        // Late, out of order or redelivered: checked against `samples` and the
+        // chunks, so the recent tier is folded first (once per batch at most).
+        if !folded {
+            chunks::fold(tx)?;
+            folded = true;
+        }
         let new = chunks::insert_new(tx, series, &sorted)?;
         inserted += new.len() as u64;
         touched.inserted(tx, series, &new)?;
     }
     touched.recompute(tx)?;
+    if !folded && chunks::recent_rows(tx)? >= chunks::RECENT_FOLD_ROWS {
+        chunks::fold(tx)?;
+    }
     Ok(Ok(inserted))
 }
 
@@ -210,6 +221,7 @@ impl SqliteStore {
             if cut <= rollup::watermark(&tx)? {
                 return Ok(0);
             }
+            chunks::fold(&tx)?;
             let mut deleted = 0u64;
             for s in chunks::series_ids(&tx)? {
                 // Keep the last dropped sample: the step from it to the first kept one
@@ -442,5 +454,137 @@ mod tests {
         assert_eq!(count(&store).expect("count"), 10);
         assert_eq!(hours_with_data(&store), 2, "hour and day rows");
         assert!(probe_written(&store), "side row committed with the samples");
+    }
+
+    /// Live batches of `series` series, `per` samples each per batch, one a minute.
+    fn live(series: i64, batches: i64, per: i64, t0: i64) -> Vec<Vec<Sample>> {
+        (0..batches)
+            .map(|b| {
+                (0..series * per)
+                    .map(|i| Sample {
+                        series: SeriesId(1 + i % series),
+                        ts: Timestamp(t0 + (b * per + i / series) * 60_000),
+                        value: ((b * per + i) % 97) as f64,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn all_points(store: &SqliteStore, series: i64) -> Vec<Point> {
+        store
+            .db()
+            .call_blocking(|c| Ok(chunks::range(c, series, i64::MIN, i64::MAX)?))
+            .expect("range")
+    }
+
+    #[test]
+    fn live_samples_go_through_the_recent_tier_and_its_fold_keeps_each_once_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::new(Db::open_dir(dir.path()).expect("open"));
+        let t0 = 1_772_445_600_000;
+        // 40 series × 100 samples per batch: a fold every ~8 batches.
+        let batches = live(40, 20, 100, t0);
+        let mut expected: Vec<Sample> = Vec::new();
+        for (n, b) in batches.iter().enumerate() {
+            assert_eq!(store.write_blocking(b).expect("write").inserted, 4000);
+            expected.extend(b);
+            let (recent, folded) = store
+                .db()
+                .call_blocking(|c| {
+                    let recent = chunks::recent_rows(c)?;
+                    let hot: i64 = c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))?;
+                    Ok((recent, hot))
+                })
+                .expect("tiers");
+            assert_eq!((recent + folded) as usize, expected.len(), "batch {n}");
+            assert!(recent < chunks::RECENT_FOLD_ROWS, "batch {n}: folded");
+            // A redelivery, whatever tier holds the batch, stores nothing.
+            assert_eq!(
+                store.write_blocking(b).expect("again").inserted,
+                0,
+                "batch {n}"
+            );
+        }
+        // A late sample between two stored ones, and one of a new series.
+        let late = Sample {
+            series: SeriesId(3),
+            ts: Timestamp(t0 + 30_000),
+            value: 1000.0,
+        };
+        let other = Sample {
+            series: SeriesId(99),
+            ts: Timestamp(t0),
+            value: 1.0,
+        };
+        assert_eq!(
+            store.write_blocking(&[late, other]).expect("late").inserted,
+            2
+        );
+        expected.push(late);
+        expected.push(other);
+        for s in [1, 3, 40, 99] {
+            let mut want: Vec<Point> = expected
+                .iter()
+                .filter(|x| x.series.0 == s)
+                .map(|x| Point {
+                    ts: x.ts,
+                    value: x.value,
+                })
+                .collect();
+            want.sort_by_key(|p| p.ts);
+            assert_eq!(all_points(&store, s), want, "series {s}");
+            let latest = store
+                .db()
+                .call_blocking(|c| Ok(chunks::latest(c, s)?))
+                .expect("latest");
+            assert_eq!(latest, want.last().copied(), "latest of {s}");
+        }
+        let count = store.db().call_blocking(|c| Ok(chunks::count(c)?));
+        assert_eq!(count.expect("count"), expected.len() as u64);
+    }
+
+    #[test]
+    fn the_migration_fills_the_latest_sample_of_every_series_from_both_tiers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_dir(dir.path()).expect("open");
+        let store = SqliteStore::new(db.clone());
+        let t0 = 1_772_445_600_000;
+        for b in live(5, 3, 10, t0) {
+            store.write_blocking(&b).expect("write");
+        }
+        // Series 1's samples all compacted into chunks; the others partly hot.
+        store
+            .compact_blocking(Timestamp(t0 + 2 * 86_400_000))
+            .expect("compact");
+        store
+            .write_blocking(&[Sample {
+                series: SeriesId(2),
+                ts: Timestamp(t0 + 3 * 86_400_000),
+                value: 7.0,
+            }])
+            .expect("write");
+        let latest = |db: &Db| {
+            db.call_blocking(|c| {
+                chunks::fold(c)?;
+                (1..=5)
+                    .map(|s| Ok(chunks::latest(c, s)?))
+                    .collect::<Result<Vec<_>, DbError>>()
+            })
+            .expect("latest")
+        };
+        let before = latest(&db);
+        assert!(before.iter().all(Option::is_some));
+        db.call_blocking(|c| {
+            c.execute_batch(
+                "DROP TABLE samples_recent; DROP TABLE series_latest; PRAGMA user_version = 6;",
+            )?;
+            Ok(())
+        })
+        .expect("back to 6");
+        drop(store);
+        drop(db);
+        let db = Db::open_dir(dir.path()).expect("migrate");
+        assert_eq!(latest(&db), before);
     }
 }
