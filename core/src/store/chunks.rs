@@ -1,17 +1,18 @@
 //! Raw samples of the embedded store in three tiers: `samples_recent` (live samples
 //! keyed by (ts, series), so that a batch of many series appends to a few pages),
-//! the hot `samples` table keyed by (series, ts) (where the recent tier is folded
-//! every [`RECENT_FOLD_ROWS`] rows, and where late samples go), and `sample_chunks`
-//! (one compressed row per series and UTC day, see [`super::codec`]), with reads that
-//! merge them. `series_latest` holds each series' latest sample, whatever its tier.
+//! `sample_chunks` (one compressed row per series and UTC day, see [`super::codec`]),
+//! where the recent tier is folded every [`RECENT_FOLD_ROWS`] rows, and the hot
+//! `samples` table keyed by (series, ts), where late samples go until compaction
+//! merges them into their day's chunk. Reads merge the three; `series_latest` holds
+//! each series' latest sample, whatever its tier.
 //!
 //! Invariants: a (series, ts) is in at most one tier (the recent tier only receives
 //! samples after their series' latest one; other writes fold it first and check the
 //! chunk before keeping a hot row); a chunk holds samples of one UTC day only, keyed
 //! by its first instant; `series_latest` is the latest raw sample of each series that
-//! has one. Folding and compaction move rows between tiers (a day's chunk decoded and
-//! re-encoded when late rows join it). This module must never change a value or drop
-//! a sample when moving it between tiers.
+//! has one. Folding and compaction move rows into chunks (a day's chunk decoded and
+//! re-encoded when rows join it). This module must never change a value or drop a
+//! sample when moving it between tiers.
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,9 +23,9 @@ use crate::time::Timestamp;
 
 const DAY: i64 = 86_400_000;
 
-/// Rows of the recent tier that trigger a fold into `samples` at the end of a write.
-/// A fold touches a leaf of `samples` per series, so folding rarely spreads that cost
-/// over many batches; reads scan the recent tier by time, so it stays small.
+/// Rows of the recent tier that trigger a fold into chunks at the end of a write. A
+/// fold re-encodes a chunk per series, so folding rarely spreads that cost over many
+/// batches; reads scan the recent tier by time, so it stays small.
 pub(crate) const RECENT_FOLD_ROWS: i64 = 32_768;
 
 fn window(ts: i64) -> i64 {
@@ -122,8 +123,9 @@ pub(crate) fn insert_new(
     Ok(inserted)
 }
 
-/// Makes `p` the latest sample of `series` unless a later one is stored.
-fn set_latest(c: &Connection, series: i64, p: Point) -> rusqlite::Result<()> {
+/// Makes `p` the latest sample of `series` unless a later one is stored (writes of
+/// the recent tier call it, see [`insert_recent`]).
+pub(crate) fn set_latest(c: &Connection, series: i64, p: Point) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO series_latest (series_id, ts, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value
@@ -139,35 +141,83 @@ pub(crate) fn recent_rows(c: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Moves every row of the recent tier into `samples` (in key order); returns how many.
+/// Moves every row of the recent tier into the chunks of its series and UTC day (each
+/// touched chunk decoded and re-encoded once); returns how many rows moved. Recent
+/// rows come after every other sample of their series, so none is a duplicate.
 pub(crate) fn fold(c: &Connection) -> rusqlite::Result<u64> {
-    let moved = c
-        .prepare_cached(
-            "INSERT INTO samples (series_id, ts, value)
-             SELECT series_id, ts, value FROM samples_recent ORDER BY series_id, ts",
-        )?
-        .execute([])?;
-    if moved > 0 {
+    let rows: Vec<(i64, Point)> = c
+        .prepare_cached("SELECT series_id, ts, value FROM samples_recent ORDER BY series_id, ts")?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                Point {
+                    ts: Timestamp(r.get(1)?),
+                    value: r.get(2)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut i = 0;
+    while i < rows.len() {
+        let (series, first) = rows[i];
+        let w = window(first.ts.0);
+        let j = i + rows[i..].partition_point(|(s, p)| *s == series && window(p.ts.0) == w);
+        merge_into_chunk(c, series, rows[i..j].iter().map(|(_, p)| *p).collect())?;
+        i = j;
+    }
+    if !rows.is_empty() {
         c.prepare_cached("DELETE FROM samples_recent")?
             .execute([])?;
     }
-    Ok(moved as u64)
+    Ok(rows.len() as u64)
 }
 
-/// Inserts points of one series (sorted) that all come after its latest stored sample
-/// (so none can be stored already, in any tier) into the recent tier.
-pub(crate) fn insert_after_latest(
-    c: &Connection,
-    series: i64,
-    points: &[Point],
-) -> rusqlite::Result<()> {
-    let mut insert =
-        c.prepare_cached("INSERT INTO samples_recent (ts, series_id, value) VALUES (?1, ?2, ?3)")?;
-    for p in points {
-        insert.execute(params![p.ts.0, series, p.value])?;
+/// Adds `day` (points of one series and UTC day, none stored yet) to that day's chunk.
+fn merge_into_chunk(c: &Connection, series: i64, mut day: Vec<Point>) -> rusqlite::Result<()> {
+    let Some(first) = day.first() else {
+        return Ok(());
+    };
+    if let Some((start, _)) = chunk_of_day(c, series, first.ts.0)? {
+        day.extend(chunk_at(c, series, start)?);
+        day.sort_by_key(|p| p.ts);
+        delete_chunk(c, series, start)?;
     }
-    if let Some(last) = points.last() {
-        set_latest(c, series, *last)?;
+    put_chunk(c, series, &day)
+}
+
+/// Rows of one multi-row insert into the recent tier.
+const RECENT_INSERT_ROWS: usize = 64;
+
+/// Inserts live samples `(ts, series, value)` into the recent tier, in key order and
+/// [`RECENT_INSERT_ROWS`] per statement. Each must come after the latest stored sample
+/// of its series (so none can be stored already, in any tier), and [`set_latest`]
+/// must be called for each series with its last one.
+pub(crate) fn insert_recent(c: &Connection, rows: &mut [(i64, i64, f64)]) -> rusqlite::Result<()> {
+    rows.sort_unstable_by_key(|&(ts, series, _)| (ts, series));
+    let mut chunks = rows.chunks_exact(RECENT_INSERT_ROWS);
+    if chunks.len() > 0 {
+        let values = vec!["(?, ?, ?)"; RECENT_INSERT_ROWS].join(", ");
+        let mut many = c.prepare_cached(&format!(
+            "INSERT INTO samples_recent (ts, series_id, value) VALUES {values}"
+        ))?;
+        for chunk in chunks.by_ref() {
+            let params: Vec<&dyn rusqlite::ToSql> = chunk
+                .iter()
+                .flat_map(|(ts, series, value)| {
+                    [
+                        ts as &dyn rusqlite::ToSql,
+                        series as &dyn rusqlite::ToSql,
+                        value as &dyn rusqlite::ToSql,
+                    ]
+                })
+                .collect();
+            many.execute(params.as_slice())?;
+        }
+    }
+    let mut one =
+        c.prepare_cached("INSERT INTO samples_recent (ts, series_id, value) VALUES (?1, ?2, ?3)")?;
+    for (ts, series, value) in chunks.remainder() {
+        one.execute(params![ts, series, value])?;
     }
     Ok(())
 }
@@ -449,13 +499,7 @@ pub(crate) fn compact(c: &Connection, horizon: i64) -> rusqlite::Result<u64> {
         while i < hot.len() {
             let w = window(hot[i].ts.0);
             let j = i + hot[i..].partition_point(|p| window(p.ts.0) == w);
-            let mut day = hot[i..j].to_vec();
-            if let Some((start, _)) = chunk_of_day(c, series, w)? {
-                day.extend(chunk_at(c, series, start)?);
-                day.sort_by_key(|p| p.ts);
-                delete_chunk(c, series, start)?;
-            }
-            put_chunk(c, series, &day)?;
+            merge_into_chunk(c, series, hot[i..j].to_vec())?;
             moved += (j - i) as u64;
             i = j;
         }

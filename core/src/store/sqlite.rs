@@ -1,10 +1,12 @@
 //! The embedded time-series backend: samples in the SQLite file of the registry.
 //!
-//! Raw samples live in two tiers (see [`super::chunks`]): the hot `WITHOUT ROWID`
-//! table keyed by (series, ts), where every write lands, and compressed per-series
-//! UTC-day chunks that compaction fills with days older than yesterday (automatically
-//! every [`COMPACT_EVERY`] inserted samples, or through
-//! [`SqliteStore::compact_blocking`]). A (series, ts) is stored once across both, so a
+//! Raw samples live in three tiers (see [`super::chunks`]): live samples (after
+//! everything stored for their series) land in a small recent table keyed by (ts,
+//! series), folded every few batches into compressed per-series UTC-day chunks; late
+//! samples land in the hot table keyed by (series, ts), which compaction merges into
+//! the chunks of days older than yesterday (automatically every [`COMPACT_EVERY`]
+//! inserted samples, or through [`SqliteStore::compact_blocking`]). A (series, ts) is
+//! stored once across the three, so a
 //! duplicate write is a no-op. A write batch is one `IMMEDIATE` transaction, worked
 //! series by series (chunks looked up once per series, not per sample), that also
 //! updates the hourly and daily rollups it touched (see [`super::rollup`]): when
@@ -76,6 +78,7 @@ fn write_in(
     let mut inserted = 0u64;
     let mut touched = rollup::Touched::default();
     let mut folded = false;
+    let mut live: Vec<(i64, i64, f64)> = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let series = samples[order[i]].series.0;
@@ -96,7 +99,10 @@ fn write_in(
         if let (Some(latest), Some(first)) = (latest, sorted.first())
             && latest.ts < first.ts
         {
-            chunks::insert_after_latest(tx, series, &sorted)?;
+            live.extend(sorted.iter().map(|p| (p.ts.0, series, p.value)));
+            if let Some(last) = sorted.last() {
+                chunks::set_latest(tx, series, *last)?;
+            }
             inserted += sorted.len() as u64;
             rollup::append(tx, series, latest, &sorted)?;
             continue;
@@ -112,6 +118,9 @@ fn write_in(
         touched.inserted(tx, series, &new)?;
     }
     touched.recompute(tx)?;
+    // Live samples of every series at once, in the recent tier's key order. (A fold
+    // above left them out: they come after everything stored, so they stay unique.)
+    chunks::insert_recent(tx, &mut live)?;
     if !folded && chunks::recent_rows(tx)? >= chunks::RECENT_FOLD_ROWS {
         chunks::fold(tx)?;
     }
@@ -489,15 +498,11 @@ mod tests {
         for (n, b) in batches.iter().enumerate() {
             assert_eq!(store.write_blocking(b).expect("write").inserted, 4000);
             expected.extend(b);
-            let (recent, folded) = store
+            let (recent, all) = store
                 .db()
-                .call_blocking(|c| {
-                    let recent = chunks::recent_rows(c)?;
-                    let hot: i64 = c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))?;
-                    Ok((recent, hot))
-                })
+                .call_blocking(|c| Ok((chunks::recent_rows(c)?, chunks::count(c)?)))
                 .expect("tiers");
-            assert_eq!((recent + folded) as usize, expected.len(), "batch {n}");
+            assert_eq!(all as usize, expected.len(), "batch {n}");
             assert!(recent < chunks::RECENT_FOLD_ROWS, "batch {n}: folded");
             // A redelivery, whatever tier holds the batch, stores nothing.
             assert_eq!(
