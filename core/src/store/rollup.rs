@@ -3,9 +3,12 @@
 //! A rollup row summarises one series over one bucket: the counter consumption (number
 //! of steps whose later sample falls in the bucket, and sum of the positive ones, as in
 //! [`super::aggregate`]) and the gauge statistics (count, sum, min, max, last). Daily
-//! rows (Europe/Paris local days, 23 to 25 hours) are always re-merged from their
-//! hourly rows. Hourly rows are maintained in one of two ways, both in the write
-//! transaction, so a committed batch always has matching rollups:
+//! rows (Europe/Paris local days, 23 to 25 hours) are always merged from their hourly
+//! rows, except that live writes leave the row of a series' *open day* (the day of its
+//! latest sample) unwritten: reads merge that day from its hour rows instead
+//! ([`aggregate`]), and its row is written once a write moves the latest sample past
+//! it (or retention deletes it). Hourly rows are maintained in one of two ways, both
+//! in the write transaction, so a committed batch always has matching rollups:
 //! - samples that come after every stored sample of their series (live data, the
 //!   common case) extend the stored hour rows ([`append`]): the same additions in the
 //!   same order as a recomputation, so the rows are bit-identical, with no raw read;
@@ -230,20 +233,22 @@ pub(crate) fn read(
          WHERE series_id = ?1 AND width = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",
     )?;
     let rows = st.query_map(params![series, width as i64, from, to], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            Rollup {
-                steps: r.get::<_, i64>(1)? as u64,
-                consumption: r.get(2)?,
-                n: r.get::<_, i64>(3)? as u64,
-                sum: r.get(4)?,
-                min: r.get(5)?,
-                max: r.get(6)?,
-                last: Some((r.get(7)?, r.get(8)?)),
-            },
-        ))
+        Ok((r.get::<_, i64>(0)?, rollup_from(r, 1)?))
     })?;
     rows.collect()
+}
+
+/// A rollup from the row's columns `first..first + 8` (steps … last_value).
+fn rollup_from(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Rollup> {
+    Ok(Rollup {
+        steps: r.get::<_, i64>(first)? as u64,
+        consumption: r.get(first + 1)?,
+        n: r.get::<_, i64>(first + 2)? as u64,
+        sum: r.get(first + 3)?,
+        min: r.get(first + 4)?,
+        max: r.get(first + 5)?,
+        last: Some((r.get(first + 6)?, r.get(first + 7)?)),
+    })
 }
 
 /// The hours whose rollups a batch touched, per series.
@@ -282,6 +287,16 @@ impl Touched {
         Ok(())
     }
 
+    /// Records that the latest sample of `series` moved on from `former` (a write that
+    /// was not [`append`]ed): the day of `former` is closed and needs its daily row,
+    /// which the live path left unwritten; its hour is recomputed with it.
+    pub(crate) fn latest_moved(&mut self, series: i64, former: i64) {
+        self.hours
+            .entry(series)
+            .or_default()
+            .insert(hour_start(former));
+    }
+
     /// Recomputes every touched hour from raw samples, then every day containing one.
     pub(crate) fn recompute(&self, c: &Connection) -> rusqlite::Result<()> {
         for (&series, hours) in &self.hours {
@@ -297,42 +312,48 @@ impl Touched {
 
 /// Folds `points` of `series` into its rollups when they come after every stored
 /// sample of it, `latest` being the last stored one (the live pattern): each touched
-/// hour row is extended from its stored state and each touched day re-merged from its
-/// hour rows, with no raw sample read. Equal to recomputing from raw, bit for bit.
+/// hour row is extended from its stored state, with no raw sample read. Equal to
+/// recomputing from raw, bit for bit. The daily row of the series' open day (the day
+/// of its latest sample) is not written: it is merged from the hour rows when read
+/// ([`aggregate`]); the days this batch closes (the former open day and any day it
+/// filled before the new open day) get their daily rows merged from their hours.
 pub(crate) fn append(
     c: &Connection,
     series: i64,
     latest: Point,
     points: &[Point],
 ) -> rusqlite::Result<()> {
+    let Some(last) = points.last() else {
+        return Ok(());
+    };
     let mut prev = latest;
     let mut rest = points;
-    while let Some(first) = rest.first() {
-        let (day_start, day_end) = local_day_bounds(first.ts.0);
-        let n = rest.partition_point(|p| p.ts.0 < day_end);
-        let (day_points, after) = rest.split_at(n);
-        let mut hours: BTreeMap<i64, Rollup> = read(c, series, Width::Hour, day_start, day_end)?
-            .into_iter()
-            .collect();
-        let mut pts = day_points;
-        while let Some(p) = pts.first() {
-            let hour = hour_start(p.ts.0);
-            let k = pts.partition_point(|q| q.ts.0 < hour + HOUR_MS);
-            let (these, later) = pts.split_at(k);
-            let row = hours.entry(hour).or_insert(Rollup::EMPTY);
-            row.extend(Some(prev), these);
-            put(c, series, Width::Hour, hour, row)?;
-            if let Some(last) = these.last() {
-                prev = *last;
-            }
-            pts = later;
+    let mut hour_row = c.prepare_cached(
+        "SELECT steps, consumption, n, sum, min, max, last_ts, last_value FROM rollups
+         WHERE series_id = ?1 AND width = 0 AND start = ?2",
+    )?;
+    while let Some(p) = rest.first() {
+        let hour = hour_start(p.ts.0);
+        let k = rest.partition_point(|q| q.ts.0 < hour + HOUR_MS);
+        let (these, later) = rest.split_at(k);
+        let mut row = hour_row
+            .query_row(params![series, hour], |r| rollup_from(r, 0))
+            .optional()?
+            .unwrap_or(Rollup::EMPTY);
+        row.extend(Some(prev), these);
+        put(c, series, Width::Hour, hour, &row)?;
+        if let Some(l) = these.last() {
+            prev = *l;
         }
-        let mut day = Rollup::EMPTY;
-        for h in hours.values() {
-            day.merge(h);
-        }
-        put(c, series, Width::Day, day_start, &day)?;
-        rest = after;
+        rest = later;
+    }
+    let open = local_day_bounds(last.ts.0);
+    let mut closed: BTreeSet<(i64, i64)> =
+        points.iter().map(|p| local_day_bounds(p.ts.0)).collect();
+    closed.insert(local_day_bounds(latest.ts.0));
+    closed.remove(&open);
+    for (start, end) in closed {
+        recompute_day(c, series, start, end)?;
     }
     Ok(())
 }
@@ -409,6 +430,35 @@ pub(crate) fn rebuild_series(c: &Connection, series: i64) -> rusqlite::Result<()
     touched.recompute(c)
 }
 
+/// Replaces, among daily `rows` of `series` in `[from, to)`, the one of the series'
+/// open day (the day of its latest sample, whose stored row may be stale) with the
+/// merge of that day's hour rows, as [`recompute_day`] would write it.
+fn merge_open_day(
+    c: &Connection,
+    series: i64,
+    from: i64,
+    to: i64,
+    rows: &mut Vec<(i64, Rollup)>,
+) -> rusqlite::Result<()> {
+    let Some(latest) = chunks::latest(c, series)? else {
+        return Ok(());
+    };
+    let (start, end) = local_day_bounds(latest.ts.0);
+    if start < from || start >= to {
+        return Ok(());
+    }
+    let mut day = Rollup::EMPTY;
+    for (_, h) in read(c, series, Width::Hour, start, end)? {
+        day.merge(&h);
+    }
+    rows.retain(|(s, _)| *s != start);
+    if day.last.is_some() {
+        let at = rows.partition_point(|(s, _)| *s < start);
+        rows.insert(at, (start, day));
+    }
+    Ok(())
+}
+
 /// How a query's periods can be answered from rollups.
 pub(crate) fn width_for(periods: &[Period]) -> Option<Width> {
     let bounds = || periods.iter().flat_map(|p| [p.start.0, p.end.0]);
@@ -432,7 +482,11 @@ pub(crate) fn aggregate(
     let mut accs = vec![Rollup::EMPTY; periods.len()];
     if let (Some(first), Some(last)) = (periods.first(), periods.last()) {
         for s in series {
-            for (start, r) in read(c, s.0, width, first.start.0, last.end.0)? {
+            let mut rows = read(c, s.0, width, first.start.0, last.end.0)?;
+            if width == Width::Day {
+                merge_open_day(c, s.0, first.start.0, last.end.0, &mut rows)?;
+            }
+            for (start, r) in rows {
                 let i = periods.partition_point(|p| p.end.0 <= start);
                 if i < periods.len() && periods[i].start.0 <= start {
                     accs[i].merge(&r);

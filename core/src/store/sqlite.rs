@@ -114,6 +114,12 @@ fn write_in(
             folded = true;
         }
         let new = chunks::insert_new(tx, series, &sorted)?;
+        if let (Some(former), Some(&last)) = (latest, new.last())
+            && last > former.ts.0
+            && rollup::local_day_bounds(last) != rollup::local_day_bounds(former.ts.0)
+        {
+            touched.latest_moved(series, former.ts.0);
+        }
         inserted += new.len() as u64;
         touched.inserted(tx, series, &new)?;
     }
@@ -241,6 +247,14 @@ impl SqliteStore {
                          VALUES (?1, ?2, ?3)",
                     )?
                     .execute(params![s, anchor.ts.0, anchor.value])?;
+                }
+                // A series left without samples has no open day any more: its last
+                // day's row, which live writes left unwritten, is merged now.
+                if let Some(latest) = chunks::latest(&tx, s)?
+                    && latest.ts.0 < cut
+                {
+                    let (start, end) = rollup::local_day_bounds(latest.ts.0);
+                    rollup::recompute_day(&tx, s, start, end)?;
                 }
                 deleted += chunks::delete_before(&tx, s, cut)?;
             }
@@ -591,5 +605,87 @@ mod tests {
         drop(db);
         let db = Db::open_dir(dir.path()).expect("migrate");
         assert_eq!(latest(&db), before);
+    }
+
+    /// Daily counts of series 1 over the three days from `t0`, from rollups.
+    fn daily_counts(store: &SqliteStore, t0: i64) -> Vec<Option<f64>> {
+        let d = crate::time::local_date(Timestamp(t0));
+        let periods = crate::time::periods(
+            d,
+            d.succ_opt().and_then(|d| d.succ_opt()).expect("date"),
+            crate::time::Bucket::Day,
+        );
+        store
+            .db()
+            .call_blocking(|c| {
+                Ok(rollup::aggregate(
+                    c,
+                    &[SeriesId(1)],
+                    Aggregation::Count,
+                    &periods,
+                    rollup::Width::Day,
+                )?)
+            })
+            .expect("aggregate")
+            .into_iter()
+            .map(|b| b.value)
+            .collect()
+    }
+
+    #[test]
+    fn the_open_day_is_read_from_its_hours_and_closed_by_late_writes_and_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::new(Db::open_dir(dir.path()).expect("open"));
+        let t0 =
+            crate::time::local_midnight(crate::time::local_date(Timestamp(1_772_445_600_000))).0;
+        let at = |minutes: i64, v: f64| Sample {
+            series: SeriesId(1),
+            ts: Timestamp(t0 + minutes * 60_000),
+            value: v,
+        };
+        // First write (recomputed), then live batches in the same day (appended: the
+        // day's stored row is left stale, reads merge its hours).
+        store.write_blocking(&[at(10, 1.0)]).expect("first");
+        store
+            .write_blocking(&[at(20, 2.0), at(30, 3.0)])
+            .expect("live");
+        assert_eq!(
+            daily_counts(&store, t0),
+            vec![Some(3.0), Some(0.0), Some(0.0)]
+        );
+        // A redelivered sample and one on the next day, in one batch: not appended,
+        // and no hour of the first day changes; the first day closes all the same.
+        store
+            .write_blocking(&[at(30, 3.0), at(24 * 60 + 5, 4.0)])
+            .expect("redelivery");
+        assert_eq!(
+            daily_counts(&store, t0),
+            vec![Some(3.0), Some(1.0), Some(0.0)]
+        );
+        // A late sample in the closed day: recomputed.
+        store.write_blocking(&[at(15, 9.0)]).expect("late");
+        assert_eq!(
+            daily_counts(&store, t0),
+            vec![Some(4.0), Some(1.0), Some(0.0)]
+        );
+        // Live into the second day, then into the third: the second closes.
+        store
+            .write_blocking(&[at(24 * 60 + 50, 5.0)])
+            .expect("live 2");
+        store
+            .write_blocking(&[at(48 * 60 + 1, 6.0)])
+            .expect("live 3");
+        assert_eq!(
+            daily_counts(&store, t0),
+            vec![Some(4.0), Some(2.0), Some(1.0)]
+        );
+        // Retention past every sample: the open (third) day keeps its count.
+        store
+            .retain_blocking(Timestamp(t0 + 4 * 86_400_000))
+            .expect("retain");
+        assert_eq!(
+            daily_counts(&store, t0),
+            vec![Some(4.0), Some(2.0), Some(1.0)]
+        );
     }
 }
