@@ -348,9 +348,16 @@ pub(crate) fn append(
         rest = later;
     }
     let open = local_day_bounds(last.ts.0);
-    let mut closed: BTreeSet<(i64, i64)> =
-        points.iter().map(|p| local_day_bounds(p.ts.0)).collect();
-    closed.insert(local_day_bounds(latest.ts.0));
+    // The days of the points, each converted once (points are sorted).
+    let mut closed: BTreeSet<(i64, i64)> = BTreeSet::new();
+    let mut day = local_day_bounds(latest.ts.0);
+    closed.insert(day);
+    for p in points {
+        if p.ts.0 >= day.1 {
+            day = local_day_bounds(p.ts.0);
+            closed.insert(day);
+        }
+    }
     closed.remove(&open);
     for (start, end) in closed {
         recompute_day(c, series, start, end)?;
