@@ -145,8 +145,10 @@ pub(crate) fn recent_rows(c: &Connection) -> rusqlite::Result<i64> {
 /// touched chunk decoded and re-encoded once); returns how many rows moved. Recent
 /// rows come after every other sample of their series, so none is a duplicate.
 pub(crate) fn fold(c: &Connection) -> rusqlite::Result<u64> {
-    let rows: Vec<(i64, Point)> = c
-        .prepare_cached("SELECT series_id, ts, value FROM samples_recent ORDER BY series_id, ts")?
+    // Read in key order (no SQL sorter), grouped by series here (stable: time order
+    // is kept within a series).
+    let mut rows: Vec<(i64, Point)> = c
+        .prepare_cached("SELECT series_id, ts, value FROM samples_recent")?
         .query_map([], |r| {
             Ok((
                 r.get(0)?,
@@ -157,6 +159,7 @@ pub(crate) fn fold(c: &Connection) -> rusqlite::Result<u64> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    rows.sort_by_key(|(series, p)| (*series, p.ts));
     let mut i = 0;
     while i < rows.len() {
         let (series, first) = rows[i];
