@@ -64,9 +64,10 @@ fn chunk_of_day(c: &Connection, series: i64, ts: i64) -> rusqlite::Result<Option
 }
 
 /// Inserts the new points of one series (sorted by instant, no two equal) into the hot
-/// tier, skipping those already stored in either tier (a redelivery stores nothing);
-/// returns the instants actually inserted, in order. Each chunk overlapping the points
-/// is looked up and decoded once, not once per point.
+/// tier, skipping those already stored in it or in a chunk (a redelivery stores
+/// nothing; the recent tier must have been folded first, see [`fold`]); returns the
+/// instants actually inserted, in order. Each chunk overlapping the points is looked
+/// up and decoded once, not once per point.
 pub(crate) fn insert_new(
     c: &Connection,
     series: i64,
@@ -268,7 +269,7 @@ pub(crate) fn range(
     Ok(out)
 }
 
-/// Up to `limit` points of `series` strictly after `after`, both tiers, in order.
+/// Up to `limit` points of `series` strictly after `after`, all tiers, in order.
 pub(crate) fn range_after(
     c: &Connection,
     series: i64,
@@ -307,7 +308,7 @@ pub(crate) fn range_after(
     Ok(out)
 }
 
-/// The last point of `series` strictly before `before`, both tiers.
+/// The last point of `series` strictly before `before`, all tiers.
 pub(crate) fn last_before(
     c: &Connection,
     series: i64,
@@ -347,7 +348,7 @@ pub(crate) fn last_before(
     })
 }
 
-/// The instant of the first point of `series` strictly after `after`, both tiers.
+/// The instant of the first point of `series` strictly after `after`, all tiers.
 pub(crate) fn next_after(c: &Connection, series: i64, after: i64) -> rusqlite::Result<Option<i64>> {
     let hot: Option<i64> = c
         .prepare_cached(
@@ -393,7 +394,7 @@ pub(crate) fn latest(c: &Connection, series: i64) -> rusqlite::Result<Option<Poi
         .optional()
 }
 
-/// Number of raw samples, both tiers.
+/// Number of raw samples, all tiers.
 pub(crate) fn count(c: &Connection) -> rusqlite::Result<u64> {
     let hot: i64 = c.query_row(
         "SELECT (SELECT COUNT(*) FROM samples) + (SELECT COUNT(*) FROM samples_recent)",
@@ -419,7 +420,7 @@ fn skip_scan(c: &Connection, table: &str) -> rusqlite::Result<Vec<i64>> {
     Ok(out)
 }
 
-/// The distinct series with raw samples in either tier, in order.
+/// The distinct series with raw samples in any tier, in order.
 pub(crate) fn series_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
     let mut ids = skip_scan(c, "samples")?;
     ids.extend(skip_scan(c, "sample_chunks")?);
