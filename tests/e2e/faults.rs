@@ -193,9 +193,7 @@ async fn the_simulated_fleet_rides_out_a_mosquitto_restart_and_every_acked_sampl
         published,
         "exactly once; sim:\n{stderr}"
     );
-    eprintln!(
-        "simulated fleet: restart at {at_restart} of {published} samples; all stored once"
-    );
+    eprintln!("simulated fleet: restart at {at_restart} of {published} samples; all stored once");
 }
 
 /// A tmpfs of `size` mounted on `path`, unmounted on drop. CI runs as root in a
