@@ -5,8 +5,10 @@
 //! inclusive, with `"value": null` for a period without data (kept, so that periods
 //! stay contiguous and a gap is visible as a gap, not as zero). Values are in the
 //! meters' own unit (electricity kWh, gas and water m³) unless `unit=kwh|m3` asks
-//! otherwise: gas in kWh is m³ × the building's PCS. This module must never answer
-//! for a building outside the caller's scope.
+//! otherwise: gas in kWh is m³ × the building's PCS. Values are rounded to 6 decimals
+//! (a sum of index steps carries float noise such as `11916.195199999998`; meters
+//! count to 3 decimals at best). This module must never answer for a building outside
+//! the caller's scope.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -169,9 +171,29 @@ pub async fn consumption(
             .into_iter()
             .map(|p| ConsumptionJson {
                 period: p.period,
-                value: p.value,
+                value: p.value.map(without_float_noise),
                 unit,
             })
             .collect(),
     ))
+}
+
+/// `v` rounded to 6 decimals (values too large for that are returned as they are).
+fn without_float_noise(v: f64) -> f64 {
+    let scaled = (v * 1e6).round() / 1e6;
+    if scaled.is_finite() { scaled } else { v }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_float_noise;
+
+    #[test]
+    fn consumption_values_lose_their_float_noise_and_nothing_else() {
+        assert_eq!(without_float_noise(0.1 + 0.2), 0.3);
+        assert_eq!(without_float_noise(11916.195199999998), 11916.1952);
+        assert_eq!(without_float_noise(290.0), 290.0);
+        assert_eq!(without_float_noise(0.000_25), 0.000_25);
+        assert_eq!(without_float_noise(1e300), 1e300);
+    }
 }

@@ -21,6 +21,8 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(buildings::list))
+        // The list also where a reader would type it (the pages live under /buildings/).
+        .route("/buildings", get(buildings::list))
         .route("/buildings/{id}", get(buildings::detail))
         .route("/quarantine", get(quarantine::page))
         .route("/devices/pending", get(pending::page))

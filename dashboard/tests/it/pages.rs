@@ -106,6 +106,9 @@ async fn the_buildings_list_shows_member_area_and_last_data_time_in_paris() {
     assert!(html.contains("Commune d'Alpha"));
     assert!(html.contains("1\u{202f}250\u{a0}m²"), "{html}");
     assert!(html.contains("10/01/2026 10:00"), "{html}");
+    let (status, same) = app.page(&cookie, "/buildings").await;
+    assert_eq!(status, StatusCode::OK, "/buildings lists them too");
+    assert!(same.contains("href=\"/buildings/mairie-a\""));
 }
 
 #[tokio::test]
