@@ -58,12 +58,18 @@ pub(crate) struct Committer {
     pub(crate) normaliser: Arc<Normaliser>,
     /// The store's retention cut, and when it was read.
     retention_cut: Arc<Mutex<Option<CutRead>>>,
+    /// The store is the embedded one, in the registry's file: one transaction per batch.
+    same_file: bool,
 }
 
 impl Committer {
     /// A committer with empty caches.
     pub(crate) fn new(registry: Registry, store: Arc<dyn TimeSeriesStore>) -> Committer {
+        let same_file = store
+            .as_sqlite()
+            .is_some_and(|s| s.db().path() == registry.db().path());
         Committer {
+            same_file,
             registry,
             store,
             devices: Arc::default(),
@@ -161,11 +167,7 @@ impl Committer {
             e @ StoreError::OlderThanRetention { .. } => Attempt::RetentionMoved(e),
             e => Attempt::Failed(format!("{store} store write: {e}")),
         };
-        let same_file = self
-            .store
-            .as_sqlite()
-            .is_some_and(|s| s.db().path() == self.registry.db().path());
-        if same_file {
+        if self.same_file {
             // The embedded store in the registry's file: samples and registry side in
             // one transaction, one commit, one fsync.
             let (store, registry) = (self.store.clone(), self.registry.clone());

@@ -341,23 +341,22 @@ impl Plan {
     }
 }
 
-/// Writes the registry side of a plan: quarantine, last seen, statuses (blocking).
+/// Writes the registry side of a plan (quarantine, last seen, pending devices, statuses)
+/// in one transaction of its own, for a store in another file (blocking).
 pub(crate) fn write_registry(plan: &Plan, registry: &Registry) -> Result<(), String> {
+    let mut step = "";
     registry
-        .quarantine_blocking(&plan.quarantine)
-        .map_err(|e| format!("quarantine write: {e}"))?;
-    registry
-        .touch_devices_blocking(&plan.seen)
-        .map_err(|e| format!("last-seen update: {e}"))?;
-    registry
-        .record_sightings_blocking(&plan.sightings)
-        .map_err(|e| format!("pending devices update: {e}"))?;
-    for (device, online) in &plan.statuses {
-        registry
-            .set_device_online_blocking(device, *online)
-            .map_err(|e| format!("status of {device}: {e}"))?;
-    }
-    Ok(())
+        .db()
+        .call_blocking(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            write_registry_in(plan, registry, &tx, &mut step)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .map_err(|e| match step {
+            "" => format!("registry write: {e}"),
+            step => format!("{step}: {e}"),
+        })
 }
 
 /// Writes the registry side of a plan within the caller's transaction on `c` (a
