@@ -9,7 +9,12 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use crate::server::{LIGHT_CONFIG, TestServer, device_of_kind};
 
 /// Publishes every payload at QoS 1 and returns once the broker acknowledged all.
-async fn publish_all(server: &TestServer, client_id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+pub(crate) async fn publish_all(
+    server: &TestServer,
+    client_id: &str,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+) {
     let mut opts = MqttOptions::new(client_id, server.mqtt.ip().to_string(), server.mqtt.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_inflight(100);
@@ -50,7 +55,7 @@ async fn publish_all(server: &TestServer, client_id: &str, topic: &str, payloads
     .await;
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     // Generous: CI runs these tests in parallel on two cores. Never a speed assertion.
     let deadline = Instant::now() + Duration::from_secs(180);
     while !check().await {

@@ -3,54 +3,20 @@
 //! (then daily) while daily and monthly consumption stay the same; a sample published
 //! later for a deleted day is quarantined as `older_than_retention`, not lost silently.
 
-use std::time::{Duration, Instant};
-
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use vigie_core::Timestamp;
 use vigie_core::time::local_date;
 
+use crate::pipeline::{publish_all, wait_for};
 use crate::server::{LIGHT_CONFIG, TestServer, device_of_kind};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 const WINDOW_DAYS: i64 = 730;
 
-/// Publishes every payload on `topic` at QoS 1; returns once the broker acked all.
+/// [`publish_all`] for text payloads.
 async fn publish(server: &TestServer, client_id: &str, topic: &str, payloads: Vec<String>) {
-    let mut opts = MqttOptions::new(client_id, server.mqtt.ip().to_string(), server.mqtt.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let total = payloads.len();
-    let topic = topic.to_string();
-    let sender = tokio::spawn(async move {
-        for p in payloads {
-            client
-                .publish(topic.clone(), QoS::AtLeastOnce, false, p)
-                .await
-                .expect("queue publish");
-        }
-        client
-    });
-    let mut acked = 0;
-    while acked < total {
-        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("MQTT client error after {acked} PUBACKs: {e}"),
-            Err(_) => panic!("no MQTT event for 30 s after {acked} PUBACKs"),
-        }
-    }
-    let client = sender.await.expect("sender");
-    let _ = client.disconnect().await;
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    // Generous: CI runs these tests in parallel on two cores. Never a speed assertion.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let payloads = payloads.into_iter().map(String::into_bytes).collect();
+    publish_all(server, client_id, topic, payloads).await;
 }
 
 fn config(retention_days: i64) -> String {
