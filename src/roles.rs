@@ -237,6 +237,14 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
     let parts = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
 
+    // The simulated fleet is in the registry before anything serves: once `/healthz`
+    // answers, every simulated building and device is listed.
+    if simulate {
+        vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed)
+            .provision(&stores.registry)
+            .await?;
+    }
+
     let (_broker, ingest_login) = start_broker(&config, &stores.registry)?;
     let mut opts = ingest_options(&config)?;
     if ingest_login.is_some() {
@@ -267,9 +275,6 @@ pub(crate) async fn run_all(config: Config, demo: bool) -> Result<()> {
         );
     }
     let sim = if simulate {
-        let fleet =
-            vigie_firmware_sim::demo_fleet(config.simulator.buildings, config.simulator.seed);
-        fleet.provision(&stores.registry).await?;
         let (host, port) = broker_endpoint(&config)?;
         let opts = sim_options(&config, host, port)?;
         let (metrics, stop) = (metrics.clone(), signal.wait());

@@ -386,6 +386,22 @@ impl Db {
         out
     }
 
+    /// Runs the reads of `f` on tokio's blocking pool inside one read transaction, so
+    /// that they all see the same committed state: a query spanning several tables
+    /// (the store's tiers) never sees a write that commits between two statements.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        self.call(move |c| {
+            // Deferred: the snapshot starts at the first read and ends when `tx` is
+            // dropped (rolled back: nothing was written).
+            let tx = c.transaction()?;
+            f(&tx)
+        })
+        .await
+    }
+
     /// Runs `f` with a connection on tokio's blocking pool.
     pub async fn call<T: Send + 'static>(
         &self,
@@ -423,5 +439,34 @@ mod tests {
         drop(c);
         let err = Db::open(&path).unwrap_err().to_string();
         assert!(err.contains("999") && err.contains("vigie.db"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn statements_of_one_read_see_the_same_state_despite_a_commit_between_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_dir(dir.path()).expect("open");
+        db.call_blocking(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .expect("create");
+        let path = db.path().to_path_buf();
+        let (first, second) = db
+            .read(move |c| {
+                let count = |c: &Connection| {
+                    c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+                };
+                let first = count(c)?;
+                // Another connection commits between the two statements.
+                let other = Connection::open(&path)?;
+                other.execute("INSERT INTO t VALUES (1)", [])?;
+                let second = count(c)?;
+                Ok((first, second))
+            })
+            .await
+            .expect("read");
+        assert_eq!((first, second), (0, 0));
+        let after: i64 = db
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .expect("read after");
+        assert_eq!(after, 1, "the next read sees the commit");
     }
 }

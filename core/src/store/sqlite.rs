@@ -296,7 +296,7 @@ impl TimeSeriesStore for SqliteStore {
     ) -> Result<Vec<Point>, StoreError> {
         Ok(self
             .db
-            .call(move |c| Ok(chunks::range(c, series.0, from.0, to.0)?))
+            .read(move |c| Ok(chunks::range(c, series.0, from.0, to.0)?))
             .await?)
     }
 
@@ -304,7 +304,7 @@ impl TimeSeriesStore for SqliteStore {
         let series = series.to_vec();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut out = Vec::with_capacity(series.len());
                 for s in series {
                     if let Some(p) = chunks::latest(c, s.0)? {
@@ -324,7 +324,7 @@ impl TimeSeriesStore for SqliteStore {
         let q = query.clone();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 if let Some(width) = rollup::width_for(&q.periods) {
                     return Ok(rollup::aggregate(
                         c,
@@ -360,7 +360,7 @@ impl TimeSeriesStore for SqliteStore {
     async fn raw_retained_before(&self) -> Result<Option<Timestamp>, StoreError> {
         Ok(self
             .db
-            .call(|c| {
+            .read(|c| {
                 let w = rollup::watermark(c)?;
                 Ok((w != i64::MIN).then_some(Timestamp(w)))
             })
@@ -368,13 +368,13 @@ impl TimeSeriesStore for SqliteStore {
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.db.call(|c| Ok(chunks::count(c)?)).await?)
+        Ok(self.db.read(|c| Ok(chunks::count(c)?)).await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(self
             .db
-            .call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await?)
     }
 
@@ -389,7 +389,7 @@ impl TimeSeriesStore for SqliteStore {
     async fn series_ids(&self) -> Result<Vec<SeriesId>, StoreError> {
         Ok(self
             .db
-            .call(|c| Ok(chunks::series_ids(c)?.into_iter().map(SeriesId).collect()))
+            .read(|c| Ok(chunks::series_ids(c)?.into_iter().map(SeriesId).collect()))
             .await?)
     }
 
@@ -401,7 +401,7 @@ impl TimeSeriesStore for SqliteStore {
     ) -> Result<Vec<Point>, StoreError> {
         Ok(self
             .db
-            .call(move |c| Ok(chunks::range_after(c, series.0, after.0, limit)?))
+            .read(move |c| Ok(chunks::range_after(c, series.0, after.0, limit)?))
             .await?)
     }
 }
