@@ -72,6 +72,14 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl Registry {
+    /// 256 random bits as 64 hex characters, for a short-lived secret that is never
+    /// stored, such as the login form's CSRF token (the dashboard's `GET /login`).
+    pub fn random_secret() -> String {
+        random_token()
+    }
+}
+
 fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
