@@ -10,14 +10,27 @@
 //! `Sec-Fetch-Site` says it comes from another site, and every form carries the
 //! session's CSRF token, checked by [`SessionUser::check_csrf`]. An API write (POST…)
 //! authenticated by the session cookie rather than a bearer token must carry the same
-//! token in [`CSRF_HEADER`]. The login form itself has no session yet and relies on the
-//! first defence.
+//! token in [`CSRF_HEADER`].
+//!
+//! The login form has no session yet, so it carries a token of its own (a double-submit
+//! cookie, against login CSRF: a forged form logging the victim into the attacker's
+//! account): every answer that shows the form (`GET /login`, and the refusals 401, 403
+//! and 429) draws 256 fresh random bits and puts them both in the form's hidden
+//! `csrf_token` field and in the cookie `vigie_login_csrf` (`HttpOnly; SameSite=Strict;
+//! Path=/login; Max-Age=3600`, `Secure` when `http.secure_cookies` is on). `POST /login`
+//! refuses with 403 and a fresh form, before the throttle and the password are
+//! consulted (so it never counts as a failure), unless the field equals the cookie
+//! (constant-time compare); a success clears the cookie. The server keeps no state
+//! for it: the cookie's lifetime bounds the form's, and a form shown before another
+//! tab loaded `/login` is refused once and shown again. [`refuse_cross_site`] stays the
+//! first defence (it also stops a sibling sub-domain that could set cookies, since
+//! `Sec-Fetch-Site` calls it `same-site`, not `same-origin`).
 //!
 //! `POST /login` goes through the [`LoginThrottle`](crate::throttle::LoginThrottle):
 //! once a user name or a client address ([`client_addr`]) has too many recent
 //! failures, attempts answer 429 with `Retry-After` and a French message, without the
-//! password being checked. This module must never log a password or a token, and never
-//! redirect to another site after login.
+//! password being checked. This module must never log a password or a token (session,
+//! API or CSRF), and never redirect to another site after login.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,7 +42,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use vigie_core::registry::{Role, User};
+use vigie_core::registry::{Registry, Role, User};
 
 use crate::AppState;
 use crate::error::{ApiError, PageError};
@@ -38,6 +51,16 @@ use crate::throttle::Locked;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "vigie_session";
+
+/// Name of the login form's CSRF cookie (the form has no session yet).
+pub const LOGIN_CSRF_COOKIE: &str = "vigie_login_csrf";
+
+/// Lifetime of the login form's CSRF cookie: a form older than that is refused once
+/// (403) and shown again.
+pub const LOGIN_CSRF_MAX_AGE_S: u64 = 3600;
+
+/// What a login form with a missing, stale or forged CSRF token shows.
+pub const LOGIN_FORM_EXPIRED: &str = "Le formulaire de connexion a expiré : réessayez.";
 
 /// Header carrying the session's CSRF token on an API write authenticated by the
 /// session cookie (a bearer token needs none: browsers never send it on their own).
@@ -219,10 +242,48 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// `GET /login`: the login form.
-pub async fn login_page(Query(q): Query<HashMap<String, String>>) -> Response {
+/// `GET /login`: the login form, with a fresh CSRF token and its cookie.
+pub async fn login_page(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let next = safe_next(q.get("next").map(String::as_str));
-    login::page(&next, None).into_response()
+    login_form(StatusCode::OK, &next, None, state.secure_cookies)
+}
+
+/// The `Set-Cookie` value of the login form's CSRF token: `HttpOnly; SameSite=Strict;
+/// Path=/login`, `Secure` when asked; `max_age_s` 0 clears the cookie.
+pub fn login_csrf_cookie(token: &str, max_age_s: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{LOGIN_CSRF_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login; \
+         Max-Age={max_age_s}{secure}"
+    )
+}
+
+/// The login page answered with `status` (and `error` shown): its form and the
+/// `vigie_login_csrf` cookie carry the same fresh token.
+fn login_form(status: StatusCode, next: &str, error: Option<&str>, secure: bool) -> Response {
+    let token = Registry::random_secret();
+    let cookie = login_csrf_cookie(&token, LOGIN_CSRF_MAX_AGE_S, secure);
+    let mut res = (status, login::page(next, &token, error)).into_response();
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => {
+            res.headers_mut().append(header::SET_COOKIE, v);
+            res
+        }
+        Err(e) => PageError::internal("building the login form's cookie", &e).into_response(),
+    }
+}
+
+/// Whether the login form's `csrf_token` field is present and equals its cookie.
+fn login_csrf_matches(headers: &HeaderMap, sent: Option<&str>) -> bool {
+    match (cookie(headers, LOGIN_CSRF_COOKIE), sent) {
+        (Some(kept), Some(sent)) if !kept.is_empty() => {
+            constant_time_eq(kept.as_bytes(), sent.as_bytes())
+        }
+        _ => false,
+    }
 }
 
 /// The client address that the login throttle counts: the TCP peer or, when the peer
@@ -276,12 +337,9 @@ pub fn too_many_attempts_message(locked: &Locked) -> String {
     }
 }
 
-fn too_many_attempts(next: &str, locked: &Locked) -> Response {
-    let mut res = (
-        StatusCode::TOO_MANY_REQUESTS,
-        login::page(next, Some(&too_many_attempts_message(locked))),
-    )
-        .into_response();
+fn too_many_attempts(next: &str, locked: &Locked, secure: bool) -> Response {
+    let message = too_many_attempts_message(locked);
+    let mut res = login_form(StatusCode::TOO_MANY_REQUESTS, next, Some(&message), secure);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(locked.seconds()));
     res
@@ -295,20 +353,37 @@ fn logged_name(name: &str) -> String {
         .collect()
 }
 
-/// `POST /login`: checks the password, opens a session, sets the cookie; refused
-/// with 429 while the user name or the client address is locked out.
+/// `POST /login`: checks the form's CSRF token against its cookie (403 and a fresh
+/// form if they differ, before anything else), then the password; opens a session and
+/// sets its cookie. Refused with 429 while the user name or the client address is
+/// locked out.
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let next = safe_next(form.get("next").map(String::as_str));
     let name = form.get("username").map(|s| s.trim()).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
     let shown_addr = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
-    let refused = |msg: &str| (StatusCode::UNAUTHORIZED, login::page(&next, Some(msg)));
+    let secure = state.secure_cookies;
+    if !login_csrf_matches(&headers, form.get("csrf_token").map(String::as_str)) {
+        tracing::warn!(
+            user = logged_name(name),
+            addr = shown_addr,
+            "login refused: the form's CSRF token is missing or does not match its cookie"
+        );
+        return login_form(
+            StatusCode::FORBIDDEN,
+            &next,
+            Some(LOGIN_FORM_EXPIRED),
+            secure,
+        );
+    }
+    let refused = |msg: &str| login_form(StatusCode::UNAUTHORIZED, &next, Some(msg), secure);
     if name.is_empty() || password.is_empty() {
-        return refused("Saisissez votre identifiant et votre mot de passe.").into_response();
+        return refused("Saisissez votre identifiant et votre mot de passe.");
     }
     let attempt = match state.login_throttle.begin(name, addr) {
         Ok(attempt) => attempt,
@@ -319,7 +394,7 @@ pub async fn login(
                 retry_after_s = locked.seconds(),
                 "login refused: too many failed attempts"
             );
-            return too_many_attempts(&next, &locked);
+            return too_many_attempts(&next, &locked, secure);
         }
     };
     let user = match state.registry.verify_password(name, password).await {
@@ -339,7 +414,7 @@ pub async fn login(
                     "login locked out after too many failures"
                 );
             }
-            return refused("Identifiant ou mot de passe incorrect.").into_response();
+            return refused("Identifiant ou mot de passe incorrect.");
         }
         Err(e) => {
             attempt.abandoned();
@@ -353,19 +428,20 @@ pub async fn login(
         Err(e) => return PageError::from(e).into_response(),
     };
     tracing::info!(user = %user.name, addr = shown_addr, "login");
-    let cookie = session_cookie(
-        &session.token,
-        state.session_ttl.as_secs(),
-        state.secure_cookies,
-    );
+    let cookie = session_cookie(&session.token, state.session_ttl.as_secs(), secure);
     let mut res = Redirect::to(&next).into_response();
-    match HeaderValue::from_str(&cookie) {
-        Ok(v) => {
-            res.headers_mut().insert(header::SET_COOKIE, v);
-            res
+    // The session cookie first, then the login form's, cleared: its token is spent.
+    for value in [cookie, login_csrf_cookie("", 0, secure)] {
+        match HeaderValue::from_str(&value) {
+            Ok(v) => {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            Err(e) => {
+                return PageError::internal("building the session cookie", &e).into_response();
+            }
         }
-        Err(e) => PageError::internal("building the session cookie", &e).into_response(),
     }
+    res
 }
 
 /// The `Set-Cookie` value of a session: `HttpOnly; SameSite=Strict; Path=/`, `Secure`
@@ -548,6 +624,22 @@ mod tests {
         assert_eq!(msg(300), "Trop de tentatives : réessayez dans 5 minutes.");
         assert_eq!(msg(241), "Trop de tentatives : réessayez dans 5 minutes.");
         assert_eq!(msg(59), "Trop de tentatives : réessayez dans 1 minute.");
+    }
+
+    #[test]
+    fn the_login_form_token_must_equal_its_cookie() {
+        let h = headers(&[("cookie", "a=1; vigie_login_csrf=abc123")]);
+        assert!(login_csrf_matches(&h, Some("abc123")));
+        assert!(!login_csrf_matches(&h, Some("abc124")));
+        assert!(!login_csrf_matches(&h, Some("")));
+        assert!(!login_csrf_matches(&h, None));
+        assert!(!login_csrf_matches(&headers(&[]), Some("abc123")));
+        let empty = headers(&[("cookie", "vigie_login_csrf=")]);
+        assert!(!login_csrf_matches(&empty, Some("")));
+        assert_eq!(
+            login_csrf_cookie("t", 3600, true),
+            "vigie_login_csrf=t; HttpOnly; SameSite=Strict; Path=/login; Max-Age=3600; Secure"
+        );
     }
 
     #[test]

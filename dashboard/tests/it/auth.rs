@@ -1,9 +1,9 @@
 //! Login, sessions, tokens and cross-site refusal.
 
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::header::COOKIE;
 
-use crate::{PASSWORD, TestApp, csrf_of, location};
+use crate::{PASSWORD, TestApp, csrf_of, location, set_cookie};
 
 #[tokio::test]
 async fn a_page_without_session_redirects_to_login_with_the_page_to_return_to() {
@@ -22,14 +22,10 @@ async fn a_wrong_password_is_refused_without_a_cookie() {
     let app = TestApp::start().await;
     for (user, password) in [("alice", "not the password"), ("nobody", PASSWORD)] {
         let res = app
-            .client
-            .post(app.url("/login"))
-            .form(&[("username", user), ("password", password)])
-            .send()
-            .await
-            .expect("POST");
+            .post_login(&app.client, &[("username", user), ("password", password)])
+            .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{user}");
-        assert!(res.headers().get(SET_COOKIE).is_none());
+        assert!(set_cookie(&res, "vigie_session").is_none());
         let html = res.text().await.expect("body");
         assert!(html.contains("Identifiant ou mot de passe incorrect"));
     }
@@ -39,25 +35,18 @@ async fn a_wrong_password_is_refused_without_a_cookie() {
 async fn the_right_password_sets_a_strict_http_only_cookie_that_opens_the_pages() {
     let app = TestApp::start().await;
     let res = app
-        .client
-        .post(app.url("/login"))
-        .form(&[
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("next", "/buildings/mairie-a"),
-        ])
-        .send()
-        .await
-        .expect("POST");
+        .post_login(
+            &app.client,
+            &[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("next", "/buildings/mairie-a"),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/buildings/mairie-a");
-    let set = res
-        .headers()
-        .get(SET_COOKIE)
-        .expect("cookie")
-        .to_str()
-        .expect("ascii")
-        .to_string();
+    let set = set_cookie(&res, "vigie_session").expect("cookie");
     assert!(set.starts_with("vigie_session="), "{set}");
     assert!(set.contains("HttpOnly"), "{set}");
     assert!(set.contains("SameSite=Strict"), "{set}");
@@ -80,16 +69,15 @@ async fn the_right_password_sets_a_strict_http_only_cookie_that_opens_the_pages(
 async fn login_never_redirects_to_another_site() {
     let app = TestApp::start().await;
     let res = app
-        .client
-        .post(app.url("/login"))
-        .form(&[
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("next", "//evil.example/"),
-        ])
-        .send()
-        .await
-        .expect("POST");
+        .post_login(
+            &app.client,
+            &[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("next", "//evil.example/"),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/");
 }
@@ -148,16 +136,25 @@ async fn a_cross_site_post_is_refused_even_with_a_valid_session_and_token() {
     }
     // The session survived both attempts.
     assert_eq!(app.page(&cookie, "/").await.0, StatusCode::OK);
-    // A cross-site login attempt is refused too.
+    // A cross-site login attempt is refused too, even with the form's cookie and token.
+    let form = app.login_form(&app.client).await;
     let res = app
         .client
         .post(app.url("/login"))
+        .header(COOKIE, &form.cookie)
         .header("origin", "https://evil.example")
-        .form(&[("username", "alice"), ("password", PASSWORD)])
+        .form(&[
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("csrf_token", form.token.as_str()),
+        ])
         .send()
         .await
         .expect("POST");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&res, "vigie_session").is_none());
+    let html = res.text().await.expect("body");
+    assert!(html.contains("un autre site"), "{html}");
     // The same origin is accepted.
     let res = app
         .client

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{COOKIE, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 use vigie_core::config::{HttpConfig, HumanDuration};
 use vigie_dashboard::throttle::ManualClock;
 
-use crate::{PASSWORD, TestApp, csrf_of};
+use crate::{PASSWORD, TestApp, csrf_of, set_cookie};
 
 const WRONG: &str = "not the password, but close";
 
@@ -24,20 +24,20 @@ fn client_from(local: &str) -> Client {
         .expect("client")
 }
 
+/// One login through the form, as `client` (from its address) gets it and posts it.
 async fn attempt(app: &TestApp, client: &Client, user: &str, password: &str) -> Response {
-    client
-        .post(app.url("/login"))
-        .form(&[("username", user), ("password", password), ("next", "/")])
-        .send()
-        .await
-        .expect("POST /login")
+    app.post_login(
+        client,
+        &[("username", user), ("password", password), ("next", "/")],
+    )
+    .await
 }
 
-/// Asserts a refusal for too many attempts: 429, no cookie, `Retry-After`, and the
-/// French message with `minutes`.
+/// Asserts a refusal for too many attempts: 429, no session cookie, `Retry-After`,
+/// and the French message with `minutes`.
 async fn assert_locked(res: Response, minutes: &str, what: &str) {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
-    assert!(res.headers().get(SET_COOKIE).is_none(), "{what}");
+    assert!(set_cookie(&res, "vigie_session").is_none(), "{what}");
     assert!(res.headers().get(RETRY_AFTER).is_some(), "{what}");
     let html = res.text().await.expect("body");
     let expected = format!("Trop de tentatives : réessayez dans {minutes}.");
@@ -46,7 +46,7 @@ async fn assert_locked(res: Response, minutes: &str, what: &str) {
 
 fn assert_logged_in(res: &Response, what: &str) {
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "{what}");
-    assert!(res.headers().get(SET_COOKIE).is_some(), "{what}");
+    assert!(set_cookie(res, "vigie_session").is_some(), "{what}");
 }
 
 #[tokio::test]
@@ -211,6 +211,12 @@ async fn failures_are_logged_with_name_and_address_but_never_the_password() {
         attempt(&app, &c, "mallory", WRONG).await;
     }
     attempt(&app, &c, "mallory", PASSWORD).await;
+    // A login form's token is a secret too.
+    let form = app.login_form(&c).await;
+    let res = form
+        .post(&app, &c, &[("username", "mallory"), ("password", WRONG)])
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let log = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
     let failed: Vec<&str> = log
         .lines()
@@ -226,16 +232,16 @@ async fn failures_are_logged_with_name_and_address_but_never_the_password() {
     assert!(mallory("too many failed attempts"), "{log}");
     assert!(!log.contains(WRONG), "password in the log: {log}");
     assert!(!log.contains(PASSWORD), "password in the log: {log}");
+    assert!(
+        !log.contains(&form.token),
+        "login form token in the log: {log}"
+    );
 }
 
 async fn session_cookie(app: &TestApp) -> String {
     let res = attempt(app, &app.client, "alice", PASSWORD).await;
     assert_logged_in(&res, "alice");
-    res.headers()
-        .get(SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .expect("cookie")
-        .to_string()
+    set_cookie(&res, "vigie_session").expect("cookie")
 }
 
 #[tokio::test]
@@ -268,13 +274,14 @@ async fn the_session_cookie_is_secure_only_when_configured() {
             .await
             .expect("POST /logout");
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let cleared = res
-            .headers()
-            .get(SET_COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .expect("cleared cookie");
+        let cleared = set_cookie(&res, "vigie_session").expect("cleared cookie");
         assert!(cleared.contains("Max-Age=0"), "{cleared}");
         assert_eq!(cleared.contains("; Secure"), secure, "{cleared}");
+        // The login form's cookie follows the same setting.
+        let res = app.get("/login").await;
+        let form = set_cookie(&res, "vigie_login_csrf").expect("login form cookie");
+        let attrs: Vec<&str> = form.split(';').map(str::trim).collect();
+        assert_eq!(attrs.contains(&"Secure"), secure, "{form}");
     }
 }
 
@@ -282,11 +289,17 @@ async fn the_session_cookie_is_secure_only_when_configured() {
 async fn an_ipv6_client_behind_the_proxy_is_counted_by_its_64_not_its_address() {
     let app = TestApp::start_with(&HttpConfig::default(), None).await;
     let proxy = client_from("127.0.0.1");
+    let form = app.login_form(&proxy).await;
     let from = |addr: &'static str, user: &'static str| {
         proxy
             .post(app.url("/login"))
             .header("x-forwarded-for", addr)
-            .form(&[("username", user), ("password", WRONG)])
+            .header(COOKIE, &form.cookie)
+            .form(&[
+                ("username", user),
+                ("password", WRONG),
+                ("csrf_token", form.token.as_str()),
+            ])
             .send()
     };
     // Five names, five addresses of one /64: a password spray.

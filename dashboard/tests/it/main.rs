@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod brute_force;
+mod login_csrf;
 mod ops;
 mod pages;
 mod security;
@@ -22,6 +23,7 @@ use vigie_core::metrics::Metrics;
 use vigie_core::registry::{Building, Device, DeviceKind, Member, Registry, Role};
 use vigie_core::store::{Sample, SqliteStore};
 use vigie_core::time::Timestamp;
+use vigie_dashboard::auth::{LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use vigie_dashboard::throttle::ManualClock;
 use vigie_dashboard::{AppState, serve};
 
@@ -219,23 +221,36 @@ impl TestApp {
         res.json().await.expect("json")
     }
 
-    /// Logs in through the form; returns the `Cookie` header value to send.
+    /// Logs in through the form (`GET /login`, then `POST /login` with its cookie and
+    /// token); returns the `Cookie` header value to send.
     pub(crate) async fn login(&self, user: &str) -> String {
         let res = self
-            .client
-            .post(self.url("/login"))
-            .form(&[("username", user), ("password", PASSWORD), ("next", "/")])
+            .post_login(
+                &self.client,
+                &[("username", user), ("password", PASSWORD), ("next", "/")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let set = set_cookie(&res, SESSION_COOKIE).expect("session cookie");
+        set.split(';').next().expect("pair").to_string()
+    }
+
+    /// The login form as `GET /login` shows it to `client`.
+    pub(crate) async fn login_form(&self, client: &Client) -> LoginForm {
+        let res = client
+            .get(self.url("/login"))
             .send()
             .await
-            .expect("POST /login");
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let set = res
-            .headers()
-            .get(SET_COOKIE)
-            .expect("Set-Cookie")
-            .to_str()
-            .expect("ascii");
-        set.split(';').next().expect("pair").to_string()
+            .expect("GET /login");
+        assert_eq!(res.status(), StatusCode::OK);
+        LoginForm::of(res).await
+    }
+
+    /// `POST /login` by `client` with `fields`, as a browser sends the form it just
+    /// got from `GET /login` (its cookie and its `csrf_token` field).
+    pub(crate) async fn post_login(&self, client: &Client, fields: &[(&str, &str)]) -> Response {
+        let form = self.login_form(client).await;
+        form.post(self, client, fields).await
     }
 
     pub(crate) async fn page(&self, cookie: &str, path: &str) -> (StatusCode, String) {
@@ -274,6 +289,57 @@ pub(crate) fn location(res: &Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+/// A login form as a browser holds it: the `vigie_login_csrf` cookie set with the
+/// page and the token of its hidden field.
+pub(crate) struct LoginForm {
+    /// `vigie_login_csrf=…`, as a `Cookie` header value.
+    pub cookie: String,
+    /// The form's `csrf_token` field.
+    pub token: String,
+}
+
+impl LoginForm {
+    /// The form of a page that shows one (`GET /login` or a refused login), which
+    /// must set its cookie.
+    pub(crate) async fn of(res: Response) -> LoginForm {
+        let set = set_cookie(&res, LOGIN_CSRF_COOKIE).expect("login form cookie");
+        let cookie = set.split(';').next().expect("pair").to_string();
+        let html = res.text().await.expect("body");
+        LoginForm {
+            cookie,
+            token: csrf_of(&html),
+        }
+    }
+
+    /// `POST /login` by `client` with `fields`, this form's cookie and token.
+    pub(crate) async fn post(
+        &self,
+        app: &TestApp,
+        client: &Client,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let mut fields = fields.to_vec();
+        fields.push(("csrf_token", &self.token));
+        client
+            .post(app.url("/login"))
+            .header(COOKIE, &self.cookie)
+            .form(&fields)
+            .send()
+            .await
+            .expect("POST /login")
+    }
+}
+
+/// The whole `Set-Cookie` value that sets cookie `name`, among the answer's.
+pub(crate) fn set_cookie(res: &Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.split_once('=').is_some_and(|(n, _)| n == name))
+        .map(str::to_string)
 }
 
 /// The value of the hidden `csrf_token` field in a page.

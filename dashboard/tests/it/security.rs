@@ -355,24 +355,26 @@ async fn a_same_origin_form_behind_a_proxy_that_rewrites_host_is_accepted() {
     let app = TestApp::start().await;
     // nginx's default `proxy_set_header Host $proxy_host`: the dashboard sees its own
     // loopback address as Host while the browser's Origin is the public name.
-    let res = app
-        .client
-        .post(app.url("/login"))
-        .header("origin", "https://vigie.example")
-        .header("sec-fetch-site", "same-origin")
-        .form(&[("username", "alice"), ("password", PASSWORD)])
-        .send()
+    let form = app.login_form(&app.client).await;
+    let post = |origin: &'static str, site: &'static str| {
+        app.client
+            .post(app.url("/login"))
+            .header(COOKIE, &form.cookie)
+            .header("origin", origin)
+            .header("sec-fetch-site", site)
+            .form(&[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("csrf_token", form.token.as_str()),
+            ])
+            .send()
+    };
+    let res = post("https://vigie.example", "same-origin")
         .await
         .expect("POST");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     // The same request from another site is still refused.
-    let res = app
-        .client
-        .post(app.url("/login"))
-        .header("origin", "https://evil.example")
-        .header("sec-fetch-site", "cross-site")
-        .form(&[("username", "alice"), ("password", PASSWORD)])
-        .send()
+    let res = post("https://evil.example", "cross-site")
         .await
         .expect("POST");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
