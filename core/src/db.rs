@@ -253,6 +253,27 @@ const MIGRATIONS: &[&str] = &[
         ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value
         WHERE excluded.ts > series_latest.ts;
     "#,
+    // 8: API tokens get an optional label and expiry instant (NULL: never expires, as
+    // every token created before this version), and are listed per user; a password
+    // change ends a user's sessions. The table is rebuilt rather than altered so that
+    // the migration can run again on a file set back to version 7 (tests do).
+    r#"
+    CREATE TABLE api_tokens_v8 (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_sha256 BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        label TEXT,
+        expires_at INTEGER
+    );
+    INSERT INTO api_tokens_v8 (id, user_id, token_sha256, created_at, last_used_at)
+        SELECT id, user_id, token_sha256, created_at, last_used_at FROM api_tokens;
+    DROP TABLE api_tokens;
+    ALTER TABLE api_tokens_v8 RENAME TO api_tokens;
+    CREATE INDEX api_tokens_user ON api_tokens(user_id);
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);
+    "#,
 ];
 
 /// The latest schema version this binary knows.

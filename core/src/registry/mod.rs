@@ -22,7 +22,9 @@ pub use pending::{
     AssignOutcome, Assignment, PENDING_PAYLOAD_BYTES, PendingDevice, ReplayableMessage, Sighting,
 };
 pub use quarantine::{QuarantineEntry, QuarantineReason, QuarantinedMessage};
-pub use users::{AuthError, NewSession, random_password};
+pub use users::{
+    ApiToken, AuthError, IssuedToken, LAST_USED_RESOLUTION_MS, NewSession, TokenId, random_password,
+};
 
 use crate::db::{Db, DbError};
 use crate::ids::{BuildingId, DeviceId, MemberId, SeriesId};

@@ -191,3 +191,275 @@ async fn a_redelivered_quarantined_message_is_one_row_with_two_occurrences() {
         vec![(QuarantineReason::Malformed, 2)]
     );
 }
+
+#[tokio::test]
+async fn a_token_stops_authenticating_at_its_expiry_and_one_without_expiry_never_does() {
+    let (_d, r) = registry().await;
+    let u = r
+        .create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let expiry = Timestamp(1_800_000_000_000);
+    let expiring = r
+        .issue_token_blocking("admin", Some("grafana"), Some(expiry))
+        .expect("token");
+    let forever = r.issue_token_blocking("admin", None, None).expect("token");
+    let before = Timestamp(expiry.0 - 1);
+    let far_future = Timestamp(i64::MAX / 2);
+    assert_eq!(
+        r.user_by_token_at(&expiring.secret, before)
+            .await
+            .expect("lookup"),
+        Some(u.clone())
+    );
+    assert!(
+        r.user_by_token_at(&expiring.secret, expiry)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(
+        r.user_by_token_at(&forever.secret, far_future)
+            .await
+            .expect("lookup"),
+        Some(u)
+    );
+    let listed = r.tokens_blocking("admin").expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, expiring.id);
+    assert_eq!(listed[0].label.as_deref(), Some("grafana"));
+    assert_eq!(listed[0].expires_at, Some(expiry));
+    assert!(listed[0].is_expired_at(expiry) && !listed[0].is_expired_at(before));
+    assert_eq!(
+        (listed[1].label.as_deref(), listed[1].expires_at),
+        (None, None)
+    );
+    assert!(!listed[1].is_expired_at(far_future));
+}
+
+#[tokio::test]
+async fn a_revoked_token_no_longer_authenticates_and_the_others_still_do() {
+    let (_d, r) = registry().await;
+    r.create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let revoked = r
+        .issue_token_blocking("admin", Some("old"), None)
+        .expect("token");
+    let kept = r
+        .issue_token_blocking("admin", Some("new"), None)
+        .expect("token");
+    let gone = r.revoke_token_blocking(revoked.id).expect("revoke");
+    assert_eq!((gone.id, gone.user.as_str()), (revoked.id, "admin"));
+    assert_eq!(gone.label.as_deref(), Some("old"));
+    assert!(
+        r.user_by_token(&revoked.secret)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        r.user_by_token(&kept.secret)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+    let ids: Vec<_> = r
+        .tokens_blocking("admin")
+        .expect("list")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, [kept.id]);
+    let err = r.revoke_token_blocking(revoked.id).expect_err("twice");
+    assert!(matches!(err, AuthError::UnknownToken(id) if id == revoked.id));
+    assert!(err.to_string().contains(&revoked.id.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn token_listing_and_creation_name_an_unknown_user_and_refuse_bad_labels() {
+    let (_d, r) = registry().await;
+    r.create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let err = r.tokens_blocking("bob").expect_err("unknown");
+    assert!(matches!(&err, AuthError::UnknownUser(n) if n == "bob"));
+    assert!(err.to_string().contains("bob"), "{err}");
+    assert!(matches!(
+        r.issue_token_blocking("bob", Some("x"), None),
+        Err(AuthError::UnknownUser(_))
+    ));
+    assert!(r.tokens_blocking("admin").expect("list").is_empty());
+    assert!(matches!(
+        r.issue_token_blocking("admin", Some("two\nlines"), None),
+        Err(AuthError::BadLabel { .. })
+    ));
+    assert!(matches!(
+        r.issue_token_blocking("admin", Some(&"x".repeat(101)), None),
+        Err(AuthError::BadLabel { .. })
+    ));
+    // A blank label is no label.
+    r.issue_token_blocking("admin", Some("  "), None)
+        .expect("token");
+    assert_eq!(r.tokens_blocking("admin").expect("list")[0].label, None);
+}
+
+#[tokio::test]
+async fn a_tokens_last_use_is_recorded_at_most_once_per_minute() {
+    let (_d, r) = registry().await;
+    r.create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let t = r.issue_token_blocking("admin", None, None).expect("token");
+    let last_used = || r.tokens_blocking("admin").expect("list")[0].last_used_at;
+    assert_eq!(last_used(), None);
+    let t0 = Timestamp(1_800_000_000_000);
+    r.user_by_token_at(&t.secret, t0).await.expect("lookup");
+    assert_eq!(last_used(), Some(t0));
+    let within = t0.plus_millis(LAST_USED_RESOLUTION_MS - 1);
+    r.user_by_token_at(&t.secret, within).await.expect("lookup");
+    assert_eq!(last_used(), Some(t0));
+    let later = t0.plus_millis(LAST_USED_RESOLUTION_MS);
+    r.user_by_token_at(&t.secret, later).await.expect("lookup");
+    assert_eq!(last_used(), Some(later));
+    // A wrong token records nothing.
+    r.user_by_token_at("vigie_nope", later.plus_millis(3_600_000))
+        .await
+        .expect("lookup");
+    assert_eq!(last_used(), Some(later));
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_session_of_that_user_only() {
+    let (_d, r) = registry().await;
+    let admin = r
+        .create_user_blocking("admin", Role::Admin, None, "old password")
+        .expect("create");
+    let tech = r
+        .create_user_blocking("tech", Role::Technician, None, "tech password")
+        .expect("create");
+    let stolen = r.create_session(admin.id, 60_000).await.expect("session");
+    let other_device = r.create_session(admin.id, 60_000).await.expect("session");
+    let bystander = r.create_session(tech.id, 60_000).await.expect("session");
+    let token = r.create_token_blocking("admin").expect("token");
+    assert_eq!(
+        r.set_password_blocking("admin", "new password")
+            .expect("change"),
+        2
+    );
+    assert!(r.session(&stolen.token).await.expect("get").is_none());
+    assert!(r.session(&other_device.token).await.expect("get").is_none());
+    assert!(r.session(&bystander.token).await.expect("get").is_some());
+    assert!(
+        r.verify_password("admin", "old password")
+            .await
+            .expect("verify")
+            .is_none()
+    );
+    assert_eq!(
+        r.verify_password("admin", "new password")
+            .await
+            .expect("verify"),
+        Some(admin)
+    );
+    // API tokens are revoked one by one, not by a password change.
+    assert!(r.user_by_token(&token).await.expect("lookup").is_some());
+    let err = r
+        .set_password_blocking("bob", "new password")
+        .expect_err("unknown");
+    assert!(err.to_string().contains("bob"), "{err}");
+    assert!(matches!(
+        r.set_password_blocking("admin", "short"),
+        Err(AuthError::WeakPassword)
+    ));
+}
+
+#[tokio::test]
+async fn a_token_from_before_labels_and_expiry_still_authenticates_and_never_expires() {
+    let (dir, r) = registry().await;
+    let u = r
+        .create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let token = r.create_token_blocking("admin").expect("token");
+    r.db()
+        .call_blocking(|c| {
+            c.execute_batch("UPDATE api_tokens SET last_used_at = 42; PRAGMA user_version = 7;")?;
+            Ok(())
+        })
+        .expect("back to 7");
+    drop(r);
+    let r = Registry::new(Db::open_dir(dir.path()).expect("migrate"));
+    let listed = r.tokens_blocking("admin").expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].label.as_deref(),
+            listed[0].expires_at,
+            listed[0].last_used_at
+        ),
+        (None, None, Some(Timestamp(42)))
+    );
+    assert_eq!(
+        r.user_by_token_at(&token, Timestamp(i64::MAX / 2))
+            .await
+            .expect("lookup"),
+        Some(u)
+    );
+}
+
+#[test]
+fn a_new_sessions_debug_output_shows_neither_secret() {
+    let s = NewSession {
+        token: "cookie-secret-4711".into(),
+        csrf_token: "csrf-secret-0815".into(),
+        expires_at: Timestamp(1),
+    };
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("cookie-secret-4711"), "{shown}");
+    assert!(!shown.contains("csrf-secret-0815"), "{shown}");
+}
+
+#[tokio::test]
+async fn an_expired_session_no_longer_resolves() {
+    let (_d, r) = registry().await;
+    let u = r
+        .create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let expired = r.create_session(u.id, -1).await.expect("session");
+    assert!(r.session(&expired.token).await.expect("get").is_none());
+    let live = r.create_session(u.id, 60_000).await.expect("session");
+    assert!(r.session(&live.token).await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn session_and_api_tokens_are_256_random_bits_stored_only_as_digests() {
+    let (_d, r) = registry().await;
+    let u = r
+        .create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("create");
+    let session = r.create_session(u.id, 60_000).await.expect("session");
+    let other = r.create_session(u.id, 60_000).await.expect("session");
+    assert_eq!(session.token.len(), 64);
+    assert!(session.token.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(session.token, other.token);
+    let api = r.create_token_blocking("admin").expect("token");
+    let (s, a) = (session.token.clone(), api.clone());
+    let stored: (i64, i64) = r
+        .db()
+        .call_blocking(move |c| {
+            let in_sessions: i64 = c.query_row(
+                "SELECT COUNT(*) FROM sessions WHERE CAST(token_sha256 AS TEXT) = ?1 \
+                 OR hex(token_sha256) = upper(?1)",
+                [&s],
+                |x| x.get(0),
+            )?;
+            let in_tokens: i64 = c.query_row(
+                "SELECT COUNT(*) FROM api_tokens WHERE CAST(token_sha256 AS TEXT) = ?1",
+                [&a],
+                |x| x.get(0),
+            )?;
+            Ok((in_sessions, in_tokens))
+        })
+        .expect("read");
+    assert_eq!(stored, (0, 0));
+    assert_eq!(
+        r.user_by_token(&api).await.expect("lookup").map(|u| u.name),
+        Some("admin".to_string())
+    );
+}

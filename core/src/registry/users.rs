@@ -4,6 +4,13 @@
 //! 32 random bytes shown once to their owner and stored only as SHA-256 digests, so a
 //! copy of the database does not let anyone log in. This module must never log or
 //! return a stored secret.
+//!
+//! An API token has an optional label and an optional expiry instant (none: it never
+//! expires); revoking one deletes its row, so a revoked or expired token resolves to
+//! no user. A token's `last_used_at` is written when it authenticates, at most once per
+//! [`LAST_USED_RESOLUTION_MS`] per token, so that API calls do not each cost a write.
+//! Changing a password ends all of that user's login sessions (API tokens stay: they
+//! are revoked one by one).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -42,6 +49,17 @@ pub enum AuthError {
     /// Password too short.
     #[error("password too short: at least 8 characters")]
     WeakPassword,
+    /// No API token has this id (never created, or already revoked).
+    #[error("no API token with id {0} (see `vigie user tokens NAME`)")]
+    UnknownToken(TokenId),
+    /// A token label that cannot be shown as one line.
+    #[error("token label {label:?} {problem}")]
+    BadLabel {
+        /// The label given.
+        label: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
 }
 
 /// A freshly created login session: the cookie value and its CSRF token (`Debug`
@@ -65,6 +83,87 @@ impl std::fmt::Debug for NewSession {
             .finish()
     }
 }
+
+/// The id of an API token, as `vigie user tokens` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenId(pub i64);
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for TokenId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(TokenId)
+    }
+}
+
+/// A freshly created API token: its id and the secret (shown once; `Debug` hides it).
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// Its id, to list or revoke it.
+    pub id: TokenId,
+    /// The secret (`vigie_` and 64 hex digits).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What is known about an API token; never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Its id.
+    pub id: TokenId,
+    /// Its owner's login name.
+    pub user: String,
+    /// What it is for, as given when it was created.
+    pub label: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last authenticated (to [`LAST_USED_RESOLUTION_MS`]); `None`: never.
+    pub last_used_at: Option<Timestamp>,
+    /// When it stops authenticating; `None`: never.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl ApiToken {
+    /// Whether it no longer authenticates at `now`.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// A token's `last_used_at` is written only when the stored value is at least this old
+/// (one minute), so that a burst of API calls costs one write.
+pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+/// The longest label a token may have, in characters.
+const MAX_LABEL_CHARS: usize = 100;
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    Ok(ApiToken {
+        id: TokenId(r.get(0)?),
+        user: r.get(1)?,
+        label: r.get(2)?,
+        created_at: Timestamp(r.get(3)?),
+        last_used_at: r.get::<_, Option<i64>>(4)?.map(Timestamp),
+        expires_at: r.get::<_, Option<i64>>(5)?.map(Timestamp),
+    })
+}
+
+const TOKEN_COLUMNS: &str = "t.id, u.name, t.label, t.created_at, t.last_used_at, t.expires_at FROM api_tokens t \
+     JOIN users u ON u.id = t.user_id";
 
 fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -197,38 +296,170 @@ impl Registry {
         }
     }
 
-    /// Creates a new API token for `name` and returns it (the only time it is shown).
+    /// Creates a new API token for `name`, without label or expiry, and returns it (the
+    /// only time it is shown).
     pub fn create_token_blocking(&self, name: &str) -> Result<String, AuthError> {
-        let token = format!("vigie_{}", random_token());
-        let d = digest(&token);
-        let n = name.to_string();
-        let inserted = self.db().call_blocking(move |c| {
-            Ok(c.execute(
-                "INSERT INTO api_tokens (user_id, token_sha256, created_at)
-                 SELECT id, ?2, ?3 FROM users WHERE name = ?1",
-                params![n, d, Timestamp::now().0],
-            )?)
-        })?;
-        if inserted == 0 {
-            return Err(AuthError::UnknownUser(name.to_string()));
-        }
-        Ok(token)
+        Ok(self.issue_token_blocking(name, None, None)?.secret)
     }
 
-    /// The user owning an API token.
+    /// Creates a new API token for `name` with an optional label and expiry instant
+    /// (`None`: it never expires), and returns it (the only time it is shown).
+    pub fn issue_token_blocking(
+        &self,
+        name: &str,
+        label: Option<&str>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<IssuedToken, AuthError> {
+        let label = match label.map(str::trim).filter(|l| !l.is_empty()) {
+            Some(l) if l.chars().any(char::is_control) => {
+                return Err(AuthError::BadLabel {
+                    label: l.to_string(),
+                    problem: "contains control characters",
+                });
+            }
+            Some(l) if l.chars().count() > MAX_LABEL_CHARS => {
+                return Err(AuthError::BadLabel {
+                    label: l.to_string(),
+                    problem: "is longer than 100 characters",
+                });
+            }
+            l => l.map(str::to_string),
+        };
+        let secret = format!("vigie_{}", random_token());
+        let d = digest(&secret);
+        let n = name.to_string();
+        let id = self.db().call_blocking(move |c| {
+            Ok(c.query_row(
+                "INSERT INTO api_tokens (user_id, token_sha256, created_at, label, expires_at)
+                 SELECT id, ?2, ?3, ?4, ?5 FROM users WHERE name = ?1 RETURNING id",
+                params![n, d, Timestamp::now().0, label, expires_at.map(|e| e.0)],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?)
+        })?;
+        match id {
+            Some(id) => Ok(IssuedToken {
+                id: TokenId(id),
+                secret,
+            }),
+            None => Err(AuthError::UnknownUser(name.to_string())),
+        }
+    }
+
+    /// The API tokens of `name`, oldest first, expired ones included (never the
+    /// tokens themselves).
+    pub fn tokens_blocking(&self, name: &str) -> Result<Vec<ApiToken>, AuthError> {
+        let n = name.to_string();
+        let tokens = self.db().call_blocking(move |c| {
+            let exists = c
+                .query_row("SELECT 1 FROM users WHERE name = ?1", [&n], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            let mut stmt = c.prepare(&format!(
+                "SELECT {TOKEN_COLUMNS} WHERE u.name = ?1 ORDER BY t.id"
+            ))?;
+            let rows = stmt.query_map([&n], token_from_row)?;
+            Ok(Some(rows.collect::<Result<Vec<_>, _>>()?))
+        })?;
+        tokens.ok_or_else(|| AuthError::UnknownUser(name.to_string()))
+    }
+
+    /// Revokes (deletes) an API token and returns what it was: from now on it resolves
+    /// to no user.
+    pub fn revoke_token_blocking(&self, id: TokenId) -> Result<ApiToken, AuthError> {
+        let revoked = self.db().call_blocking(move |c| {
+            let tx = c.transaction()?;
+            let token = tx
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} WHERE t.id = ?1"),
+                    [id.0],
+                    token_from_row,
+                )
+                .optional()?;
+            tx.execute("DELETE FROM api_tokens WHERE id = ?1", [id.0])?;
+            tx.commit()?;
+            Ok(token)
+        })?;
+        revoked.ok_or(AuthError::UnknownToken(id))
+    }
+
+    /// The user owning an API token, if it is neither revoked nor expired; records when
+    /// the token was used (see [`LAST_USED_RESOLUTION_MS`]).
     pub async fn user_by_token(&self, token: &str) -> Result<Option<User>, DbError> {
+        self.user_by_token_at(token, Timestamp::now()).await
+    }
+
+    /// [`Registry::user_by_token`] as if it were `now`.
+    pub(crate) async fn user_by_token_at(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Option<User>, DbError> {
         let d = digest(token);
         self.db()
             .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT u.id, u.name, u.role, u.member_id FROM api_tokens t JOIN users u ON u.id = t.user_id
-                     WHERE t.token_sha256 = ?1",
-                    [d],
-                    user_from_row,
-                )
-                .optional()?)
+                let found = c
+                    .query_row(
+                        "SELECT u.id, u.name, u.role, u.member_id, t.id, t.last_used_at
+                         FROM api_tokens t JOIN users u ON u.id = t.user_id
+                         WHERE t.token_sha256 = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+                        params![d, now.0],
+                        |r| {
+                            Ok((
+                                user_from_row(r)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, Option<i64>>(5)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((user, id, last_used)) = found else {
+                    return Ok(None);
+                };
+                if last_used
+                    .is_none_or(|l| now.0.abs_diff(l) >= LAST_USED_RESOLUTION_MS.unsigned_abs())
+                {
+                    // Bookkeeping: a failed write must not refuse a valid token.
+                    if let Err(e) = c.execute(
+                        "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+                        params![id, now.0],
+                    ) {
+                        tracing::warn!(token_id = id, error = %e, "cannot record API token use");
+                    }
+                }
+                Ok(Some(user))
             })
             .await
+    }
+
+    /// Sets a new password for `name` (Argon2id) and ends all of that user's login
+    /// sessions, in one transaction; returns how many sessions were ended.
+    pub fn set_password_blocking(&self, name: &str, password: &str) -> Result<u64, AuthError> {
+        if password.chars().count() < 8 {
+            return Err(AuthError::WeakPassword);
+        }
+        let hash = hash_password(password)?;
+        let n = name.to_string();
+        let ended = self.db().call_blocking(move |c| {
+            let tx = c.transaction()?;
+            let user = tx
+                .query_row(
+                    "UPDATE users SET password_hash = ?2 WHERE name = ?1 RETURNING id",
+                    params![n, hash],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?;
+            let Some(user) = user else {
+                return Ok(None);
+            };
+            let ended = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user])?;
+            tx.commit()?;
+            Ok(Some(ended as u64))
+        })?;
+        ended.ok_or_else(|| AuthError::UnknownUser(name.to_string()))
     }
 
     /// Async form of [`Registry::verify_password_blocking`] (hashing is slow: it runs
@@ -301,77 +532,4 @@ impl Registry {
 /// A random password for the first admin when none is configured.
 pub fn random_password() -> String {
     random_token()[..20].to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::db::Db;
-
-    fn registry() -> (tempfile::TempDir, Registry) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_dir(dir.path()).expect("open");
-        (dir, Registry::new(db))
-    }
-
-    #[test]
-    fn a_new_sessions_debug_output_shows_neither_secret() {
-        let s = NewSession {
-            token: "cookie-secret-4711".into(),
-            csrf_token: "csrf-secret-0815".into(),
-            expires_at: Timestamp(1),
-        };
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("cookie-secret-4711"), "{shown}");
-        assert!(!shown.contains("csrf-secret-0815"), "{shown}");
-    }
-
-    #[tokio::test]
-    async fn an_expired_session_no_longer_resolves() {
-        let (_d, r) = registry();
-        let u = r
-            .create_user_blocking("admin", Role::Admin, None, "admin password")
-            .expect("create");
-        let expired = r.create_session(u.id, -1).await.expect("session");
-        assert!(r.session(&expired.token).await.expect("get").is_none());
-        let live = r.create_session(u.id, 60_000).await.expect("session");
-        assert!(r.session(&live.token).await.expect("get").is_some());
-    }
-
-    #[tokio::test]
-    async fn session_and_api_tokens_are_256_random_bits_stored_only_as_digests() {
-        let (_d, r) = registry();
-        let u = r
-            .create_user_blocking("admin", Role::Admin, None, "admin password")
-            .expect("create");
-        let session = r.create_session(u.id, 60_000).await.expect("session");
-        let other = r.create_session(u.id, 60_000).await.expect("session");
-        assert_eq!(session.token.len(), 64);
-        assert!(session.token.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(session.token, other.token);
-        let api = r.create_token_blocking("admin").expect("token");
-        let (s, a) = (session.token.clone(), api.clone());
-        let stored: (i64, i64) = r
-            .db()
-            .call_blocking(move |c| {
-                let in_sessions: i64 = c.query_row(
-                    "SELECT COUNT(*) FROM sessions WHERE CAST(token_sha256 AS TEXT) = ?1 \
-                     OR hex(token_sha256) = upper(?1)",
-                    [&s],
-                    |x| x.get(0),
-                )?;
-                let in_tokens: i64 = c.query_row(
-                    "SELECT COUNT(*) FROM api_tokens WHERE CAST(token_sha256 AS TEXT) = ?1",
-                    [&a],
-                    |x| x.get(0),
-                )?;
-                Ok((in_sessions, in_tokens))
-            })
-            .expect("read");
-        assert_eq!(stored, (0, 0));
-        assert_eq!(
-            r.user_by_token(&api).await.expect("lookup").map(|u| u.name),
-            Some("admin".to_string())
-        );
-    }
 }
