@@ -118,17 +118,31 @@ async fn secrets_from_the_config_the_login_form_and_the_api_never_reach_the_log(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // A failed and a successful login, a page, a logout.
+    // A failed and a successful login (each through the form and its CSRF cookie, as
+    // the page showing it set them), a page, a logout.
+    let login_form = client.get(url("/login")).send().await.expect("GET /login");
+    let (form_cookie, form_token) = login_form_of(login_form).await;
     let wrong = client
         .post(url("/login"))
-        .form(&[("username", "admin"), ("password", WRONG_PASSWORD)])
+        .header("cookie", &form_cookie)
+        .form(&[
+            ("username", "admin"),
+            ("password", WRONG_PASSWORD),
+            ("csrf_token", form_token.as_str()),
+        ])
         .send()
         .await
         .expect("POST /login");
     assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let (retry_cookie, retry_token) = login_form_of(wrong).await;
     let login = client
         .post(url("/login"))
-        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .header("cookie", &retry_cookie)
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("csrf_token", retry_token.as_str()),
+        ])
         .send()
         .await
         .expect("POST /login");
@@ -206,8 +220,29 @@ async fn secrets_from_the_config_the_login_form_and_the_api_never_reach_the_log(
         ("the API token", token.as_str()),
         ("the session cookie", session.as_str()),
         ("the CSRF token", csrf.as_str()),
+        ("the login form's CSRF token", form_token.as_str()),
+        ("the retried login form's CSRF token", retry_token.as_str()),
         ("an argon2 hash", "$argon2"),
     ] {
         assert!(!log.contains(secret), "{what} is in the log:\n{log}");
     }
+}
+
+/// The `vigie_login_csrf=…` cookie pair and the `csrf_token` field of a page showing
+/// the login form.
+async fn login_form_of(res: reqwest::Response) -> (String, String) {
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vigie_login_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("login form cookie")
+        .to_string();
+    let html = res.text().await.expect("body");
+    let field = "name=\"csrf_token\" value=\"";
+    let at = html.find(field).expect("csrf field") + field.len();
+    let token = html[at..at + html[at..].find('"').expect("end")].to_string();
+    (cookie, token)
 }

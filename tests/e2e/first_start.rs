@@ -89,23 +89,25 @@ async fn the_first_start_shows_three_buildings_with_a_year_of_consumption_after_
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let form = client.get(server.url("/login")).send().await.unwrap();
+    let form_cookie = set_cookie(&form, "vigie_login_csrf").expect("a login form cookie");
+    let html = form.text().await.unwrap();
+    let field = "name=\"csrf_token\" value=\"";
+    let at = html.find(field).expect("the form's csrf_token") + field.len();
+    let form_token = &html[at..at + html[at..].find('"').unwrap()];
     let res = client
         .post(server.url("/login"))
-        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .header(COOKIE, form_cookie)
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("csrf_token", form_token),
+        ])
         .send()
         .await
         .unwrap();
     assert!(res.status().is_redirection(), "login: {}", res.status());
-    let cookie = res
-        .headers()
-        .get(SET_COOKIE)
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = set_cookie(&res, "vigie_session").expect("a session cookie");
     let page = |path: String| {
         let (client, cookie, url) = (client.clone(), cookie.clone(), server.url(&path));
         async move {
@@ -130,4 +132,15 @@ async fn the_first_start_shows_three_buildings_with_a_year_of_consumption_after_
         assert_eq!(html.matches("<svg").count(), 6, "{b}: six charts");
         assert!(!html.contains("Aucune donnée"), "{b}: an empty chart");
     }
+}
+
+/// The `name=value` pair of the cookie `name` that an answer sets.
+fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.split_once('=').is_some_and(|(n, _)| n == name))
+        .map(str::to_string)
 }

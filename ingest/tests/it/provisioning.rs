@@ -270,12 +270,43 @@ async fn the_pending_page_lists_devices_and_its_form_assigns_with_the_csrf_token
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let login = client
-        .post(format!("{}/login", web.base))
-        .form(&[("username", "tech"), ("password", "a long password")])
+    // The login form first: its CSRF cookie and token go with the POST.
+    let form = client
+        .get(format!("{}/login", web.base))
         .send()
         .await
         .unwrap();
+    let form_cookie = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        form_cookie.starts_with("vigie_login_csrf="),
+        "{form_cookie}"
+    );
+    let form_html = form.text().await.unwrap();
+    let form_token = form_html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let login = client
+        .post(format!("{}/login", web.base))
+        .header("cookie", &form_cookie)
+        .form(&[
+            ("username", "tech"),
+            ("password", "a long password"),
+            ("csrf_token", form_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    // The session cookie comes first (the login form's, cleared, after it).
     let cookie = login.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -283,6 +314,7 @@ async fn the_pending_page_lists_devices_and_its_form_assigns_with_the_csrf_token
         .next()
         .unwrap()
         .to_string();
+    assert!(cookie.starts_with("vigie_session="), "{cookie}");
     let page = client
         .get(format!("{}/devices/pending", web.base))
         .header("cookie", &cookie)
