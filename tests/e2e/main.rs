@@ -11,3 +11,4 @@ mod pipeline;
 mod retention;
 mod server;
 mod tls;
+mod users;
