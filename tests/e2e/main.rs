@@ -8,6 +8,7 @@ mod external;
 mod faults;
 mod first_start;
 mod pipeline;
+mod remote_store;
 mod retention;
 mod server;
 mod tls;
