@@ -23,6 +23,8 @@ struct Request {
     target: String,
     headers: HashMap<String, String>,
     body: String,
+    /// The Flux query of a `/api/v2/query` request.
+    query: String,
 }
 
 const RANGE_CSV: &str = "#group,false,false,false,false\r
@@ -34,17 +36,23 @@ const RANGE_CSV: &str = "#group,false,false,false,false\r
 \r
 ";
 
-const LATEST_CSV: &str = "#group,false,false,true,false,false\r
-#datatype,string,long,string,dateTime:RFC3339,double\r
-#default,_result,,,,\r
-,result,table,series,_time,_value\r
-,,0,42,2026-11-01T10:10:00Z,101\r
+// The latest point of each stored series the filter matched: meter-1 under its id
+// (42) and under the id an earlier installation gave it (5, from another building,
+// newer); series 43 without a device; and a stored series that must not be taken for
+// anything asked: another installation's series 42, another device (meter-9).
+const LATEST_CSV: &str = "#group,false,false,true,true,true,false,false\r
+#datatype,string,long,string,string,string,dateTime:RFC3339,double\r
+#default,_result,,,,,,\r
+,result,table,_measurement,device,series,_time,_value\r
+,,0,electricity_kwh,meter-1,42,2026-11-01T10:10:00Z,101\r
+,,1,electricity_kwh,meter-1,5,2026-11-01T10:20:00Z,102\r
+,,2,electricity_kwh,meter-9,42,2026-11-01T11:00:00Z,999\r
 \r
-#group,false,false,true,false,false\r
-#datatype,string,long,string,dateTime:RFC3339,double\r
-#default,_result,,,,\r
-,result,table,series,_time,_value\r
-,,1,43,2026-11-01T09:00:00Z,19.5\r
+#group,false,false,true,true,false,false\r
+#datatype,string,long,string,string,dateTime:RFC3339,double\r
+#default,_result,,,,,\r
+,result,table,_measurement,series,_time,_value\r
+,,3,vigie,43,2026-11-01T09:00:00Z,19.5\r
 \r
 ";
 
@@ -89,13 +97,17 @@ async fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<Request>>>) {
                 let mut body = vec![0; len];
                 stream.read_exact(&mut body).await.expect("body");
                 let body = String::from_utf8_lossy(&body).to_string();
+                let query = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["query"].as_str().map(String::from))
+                    .unwrap_or_default();
                 let (status, answer) = if target.starts_with("/api/v2/write") {
                     ("204 No Content", "")
                 } else if target.starts_with("/health") {
                     ("200 OK", "{\"status\":\"pass\"}")
-                } else if body.contains("count()") {
+                } else if query.contains("count()") {
                     ("200 OK", COUNT_CSV)
-                } else if body.contains("contains(") {
+                } else if query.contains("keep(columns: [\"_measurement\"") {
                     ("200 OK", LATEST_CSV)
                 } else {
                     ("200 OK", RANGE_CSV)
@@ -104,6 +116,7 @@ async fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<Request>>>) {
                     target,
                     headers,
                     body,
+                    query,
                 });
                 let resp = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n{answer}",
@@ -195,22 +208,54 @@ async fn flux_answers_in_annotated_csv_become_points() {
         "{}",
         q.target
     );
-    assert!(q.body.contains("r.series == \\\"42\\\""), "{}", q.body);
+    // Selected by its device (a series id is local to one installation).
     assert!(
-        q.body
+        q.query.contains(
+            r#"filter(fn: (r) => r._field == "value" and r._measurement == "electricity_kwh" and r.device == "meter-1")"#
+        ),
+        "{}",
+        q.query
+    );
+    assert!(!q.query.contains("r.series"), "{}", q.query);
+    assert!(
+        q.query
             .contains("range(start: 2026-11-01T00:00:00.000Z, stop: 2026-11-02T00:00:00.000Z)"),
         "{}",
-        q.body
+        q.query
+    );
+
+    // A series the registry does not know: by its measurement and id.
+    store
+        .range(SeriesId(43), from, from.plus_millis(86_400_000))
+        .await
+        .expect("range");
+    let q = seen.lock().expect("lock").last().cloned().expect("query");
+    assert!(
+        q.query
+            .contains(r#"r._measurement == "vigie" and r.series == "43")"#),
+        "{}",
+        q.query
     );
 
     let latest = store
         .latest(&[SeriesId(43), SeriesId(42)])
         .await
         .expect("latest");
+    let q = seen.lock().expect("lock").last().cloned().expect("query");
+    assert!(
+        q.query.contains(
+            r#"((r._measurement == "vigie" and r.series == "43") or (r._measurement == "electricity_kwh" and r.device == "meter-1"))"#
+        ),
+        "{}",
+        q.query
+    );
     assert_eq!(latest.len(), 2);
     assert_eq!(latest[0].0, SeriesId(43));
     assert_eq!(latest[0].1.value, 19.5);
-    assert_eq!(latest[1].1.ts.to_rfc3339(), "2026-11-01T10:10:00Z");
+    // meter-1's newest point, whatever id it was written under; never meter-9's.
+    assert_eq!(latest[1].0, SeriesId(42));
+    assert_eq!(latest[1].1.ts.to_rfc3339(), "2026-11-01T10:20:00Z");
+    assert_eq!(latest[1].1.value, 102.0);
 
     assert_eq!(store.count().await.expect("count"), 1234);
     store.ping().await.expect("ping");

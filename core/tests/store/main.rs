@@ -5,4 +5,5 @@ mod common;
 mod contract;
 mod export;
 mod flux;
+mod identity;
 mod rollups;

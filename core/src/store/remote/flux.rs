@@ -3,12 +3,17 @@
 //! annotation rows, then a header row and records per table, tables separated by
 //! blank lines; an `error` column reports a failed query).
 //!
-//! This module must never interpolate a string into Flux without escaping it; series
-//! ids are numbers.
+//! A series is selected by `_measurement` and its read tag
+//! ([`SeriesTags::read_tag`]: `device`, or `series` for a series without a device), and
+//! answers are checked against the same pair; a device's history may span several
+//! stored series (another `series` id after a reinstall, another `building` after a
+//! move), which are merged. This module must never interpolate a string into Flux
+//! without escaping it ([`flux_string`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::RemoteStore;
+use super::{RemoteStore, SeriesTags, labels::Owners};
 use crate::ids::SeriesId;
 use crate::store::{Point, StoreError};
 use crate::time::Timestamp;
@@ -114,17 +119,27 @@ async fn query(
     parse_annotated_csv(&text).map_err(|e| store.err(format!("Flux query failed: {e}")))
 }
 
+/// The Flux predicate selecting the samples of one series.
+fn predicate(tags: &SeriesTags) -> String {
+    let (tag, value) = tags.read_tag();
+    format!(
+        "r._measurement == {} and r.{tag} == {}",
+        flux_string(&tags.measurement),
+        flux_string(&value)
+    )
+}
+
 /// Raw points of one series with `from <= ts < to`.
 pub(super) async fn range(
     store: &RemoteStore,
-    series: SeriesId,
+    tags: &SeriesTags,
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<Point>, StoreError> {
     let q = format!(
-        "{}  |> filter(fn: (r) => r._field == \"value\" and r.series == \"{}\")\n  |> group()\n  |> keep(columns: [\"_time\", \"_value\"])\n  |> sort(columns: [\"_time\"])",
+        "{}  |> filter(fn: (r) => r._field == \"value\" and {})\n  |> group()\n  |> keep(columns: [\"_time\", \"_value\"])\n  |> sort(columns: [\"_time\"])",
         source(store, from, to),
-        series.0
+        predicate(tags)
     );
     let mut points = query(store, q)
         .await?
@@ -136,31 +151,40 @@ pub(super) async fn range(
     Ok(points)
 }
 
-/// Latest point of each of `series` that has one.
-pub(super) async fn latest(
-    store: &RemoteStore,
-    series: &[SeriesId],
-) -> Result<Vec<(SeriesId, Point)>, StoreError> {
-    let set: Vec<String> = series.iter().map(|s| format!("\"{}\"", s.0)).collect();
-    let q = format!(
-        "{}  |> filter(fn: (r) => r._field == \"value\" and contains(value: r.series, set: [{}]))\n  |> group(columns: [\"series\"])\n  |> sort(columns: [\"_time\"])\n  |> last()\n  |> keep(columns: [\"series\", \"_time\", \"_value\"])",
+/// The query of the latest point of every stored series of `series`.
+fn latest_query(store: &RemoteStore, series: &[Arc<SeriesTags>]) -> String {
+    let any: Vec<String> = series
+        .iter()
+        .map(|t| format!("({})", predicate(t)))
+        .collect();
+    format!(
+        "{}  |> filter(fn: (r) => r._field == \"value\" and ({}))\n  |> sort(columns: [\"_time\"])\n  |> last()\n  |> keep(columns: [\"_measurement\", \"device\", \"series\", \"_time\", \"_value\"])",
         source(
             store,
             Timestamp(0),
             Timestamp::now().plus_millis(86_400_000)
         ),
-        set.join(", ")
-    );
+        any.join(" or ")
+    )
+}
+
+/// Latest point of each of `series` that has one.
+pub(super) async fn latest(
+    store: &RemoteStore,
+    series: &[Arc<SeriesTags>],
+) -> Result<Vec<(SeriesId, Point)>, StoreError> {
+    let owners = Owners::new(series.iter().map(|t| t.as_ref()));
     let mut out: HashMap<SeriesId, Point> = HashMap::new();
-    for rec in query(store, q).await? {
-        let s = rec
-            .get("series")
-            .and_then(|s| s.parse().ok())
-            .map(SeriesId)
-            .ok_or_else(|| store.err("Flux answer without a numeric series column"))?;
+    // One record per stored series; a device's history may span several.
+    for rec in query(store, latest_query(store, series)).await? {
+        let Some(measurement) = rec.get("_measurement") else {
+            continue;
+        };
         let p = point(store, &rec)?;
-        if out.get(&s).is_none_or(|old| old.ts <= p.ts) {
-            out.insert(s, p);
+        for s in owners.of(measurement, |tag| rec.get(tag).map(String::as_str)) {
+            if out.get(s).is_none_or(|old| old.ts < p.ts) {
+                out.insert(*s, p);
+            }
         }
     }
     Ok(out.into_iter().collect())
@@ -169,13 +193,13 @@ pub(super) async fn latest(
 /// Value of the last sample of `series` strictly before `before`.
 pub(super) async fn last_before(
     store: &RemoteStore,
-    series: SeriesId,
+    tags: &SeriesTags,
     before: Timestamp,
 ) -> Result<Option<f64>, StoreError> {
     let q = format!(
-        "{}  |> filter(fn: (r) => r._field == \"value\" and r.series == \"{}\")\n  |> group()\n  |> sort(columns: [\"_time\"])\n  |> last()",
+        "{}  |> filter(fn: (r) => r._field == \"value\" and {})\n  |> group()\n  |> sort(columns: [\"_time\"])\n  |> last()",
         source(store, Timestamp(0), before),
-        series.0
+        predicate(tags)
     );
     match query(store, q).await?.last() {
         Some(rec) => Ok(Some(point(store, rec)?.value)),
@@ -248,6 +272,44 @@ mod tests {
         assert_eq!(
             flux_time(Timestamp(1_764_460_800_123)),
             "2025-11-30T00:00:00.123Z"
+        );
+    }
+
+    fn meter(series: i64, device: &str) -> SeriesTags {
+        SeriesTags {
+            series: SeriesId(series),
+            measurement: "electricity_kwh".into(),
+            device: Some(device.into()),
+            building: Some("mairie".into()),
+            member: Some("commune-a".into()),
+        }
+    }
+
+    #[test]
+    fn a_registry_series_is_filtered_by_measurement_and_device_never_by_id_or_building() {
+        assert_eq!(
+            predicate(&meter(42, "meter-1")),
+            r#"r._measurement == "electricity_kwh" and r.device == "meter-1""#
+        );
+    }
+
+    #[test]
+    fn a_series_without_a_device_falls_back_to_its_measurement_and_id() {
+        assert_eq!(
+            predicate(&SeriesTags::bare(SeriesId(42))),
+            r#"r._measurement == "vigie" and r.series == "42""#
+        );
+    }
+
+    #[test]
+    fn quotes_backslashes_and_interpolations_in_tag_values_are_escaped() {
+        let odd = SeriesTags {
+            measurement: "q\\".into(),
+            ..meter(1, r#"x" or true or "${y}"#)
+        };
+        assert_eq!(
+            predicate(&odd),
+            r#"r._measurement == "q\\" and r.device == "x\" or true or \"\${y}""#
         );
     }
 }

@@ -4,6 +4,11 @@
 //! The registry is the source of truth ([`Registry::series_labels`]); tests and
 //! benchmarks use [`StaticLabels`]. This module must never invent a tag value: a series
 //! the lookup does not know is written with its `series` tag only.
+//!
+//! It also says how reads find a series ([`SeriesTags::read_tag`]): by its natural key,
+//! measurement + `device`, when it has a device, since the `series` tag is a local
+//! autoincrement id that another installation (or this one after its data directory was
+//! re-created) gives to another series; by measurement + `series` otherwise.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -40,6 +45,59 @@ impl SeriesTags {
             building: None,
             member: None,
         }
+    }
+
+    /// The device tag as written (an empty one is not written).
+    pub(crate) fn device_tag(&self) -> Option<&str> {
+        self.device.as_deref().filter(|d| !d.is_empty())
+    }
+
+    /// The tag that, with the measurement, identifies this series on reads, and its
+    /// value: `device` when the series has one, else `series` (its id). Never
+    /// `building` or `member`, so a device that moves keeps its history.
+    pub(crate) fn read_tag(&self) -> (&'static str, String) {
+        match self.device_tag() {
+            Some(d) => ("device", d.to_string()),
+            None => ("series", self.series.0.to_string()),
+        }
+    }
+}
+
+/// Which of a set of asked series a stored series holds samples of, by measurement and
+/// read tag ([`SeriesTags::read_tag`]): how reads check what the server answered.
+#[derive(Debug, Default)]
+pub(crate) struct Owners(HashMap<(String, &'static str, String), Vec<SeriesId>>);
+
+impl Owners {
+    /// The index of `tags`.
+    pub(crate) fn new<'a>(tags: impl IntoIterator<Item = &'a SeriesTags>) -> Owners {
+        let mut map: HashMap<_, Vec<SeriesId>> = HashMap::new();
+        for t in tags {
+            let (tag, value) = t.read_tag();
+            map.entry((t.measurement.clone(), tag, value))
+                .or_default()
+                .push(t.series);
+        }
+        Owners(map)
+    }
+
+    /// The asked series a stored series of `measurement`, whose tags `tag` gives, holds
+    /// samples of (none when it is another device's or another id's).
+    pub(crate) fn of<'v>(
+        &self,
+        measurement: &str,
+        tag: impl Fn(&'static str) -> Option<&'v str>,
+    ) -> &[SeriesId] {
+        for key in ["device", "series"] {
+            if let Some(value) = tag(key).filter(|v| !v.is_empty())
+                && let Some(owners) = self
+                    .0
+                    .get(&(measurement.to_string(), key, value.to_string()))
+            {
+                return owners;
+            }
+        }
+        &[]
     }
 }
 

@@ -4,14 +4,21 @@
 //! Writes go through the `influxdb2` crate as line protocol at millisecond precision:
 //! measurement = quantity name, field `value`, tags `series`, `device`, `building`,
 //! `member` (from a [`SeriesLabeler`]). VictoriaMetrics stores them as the series
-//! `<quantity>_value{series="42",…}`. Reads select by the `series` tag only, so a
-//! series keeps its history when its device moves. Aggregates fetch the raw points
-//! (and the last one before the range) and run the reference computation
-//! ([`super::aggregate_points`]), so both backends answer the same numbers, DST
-//! included. Idempotency is the server's: InfluxDB overwrites a point with the same
-//! series and time; VictoriaMetrics needs `-dedup.minScrapeInterval=1ms`. Retention is
-//! the server's (bucket retention, `-retentionPeriod`): [`TimeSeriesStore::retain`]
-//! deletes nothing here. This module must never log the token.
+//! `<quantity>_value{series="42",device=…}`. Reads select a series by its natural key,
+//! measurement + `device` tag, found through the same cached lookup as writes: the
+//! `series` tag is a local autoincrement id, which a second installation on the same
+//! server, or this one after its data directory was re-created, gives to another
+//! device. Only a series without a device (unknown to the lookup, [`SeriesTags::bare`])
+//! is read by measurement + `series`. Selectors never use `building` or `member`, so a
+//! series keeps its history when its device moves; every label value in a selector is
+//! escaped. Aggregates fetch the raw points (and the last one before the range) and run
+//! the reference computation ([`super::aggregate_points`]), so both backends answer the
+//! same numbers, DST included. Idempotency is the server's: InfluxDB overwrites a point
+//! with the same series and time; VictoriaMetrics needs `-dedup.minScrapeInterval=1ms`.
+//! Retention is the server's (bucket retention, `-retentionPeriod`):
+//! [`TimeSeriesStore::retain`] deletes nothing here. A device's history may span
+//! several stored series (its older ids, its former buildings): reads merge them. This
+//! module must never log the token, nor select a series by its `series` tag alone.
 
 mod flux;
 mod labels;
@@ -142,22 +149,21 @@ impl RemoteStore {
         }
     }
 
-    /// Tags of every series in `samples`, asking the labeler for unknown ones.
+    /// Tags of every series in `series`, asking the labeler for unknown ones (once:
+    /// a series it does not know is remembered as [`SeriesTags::bare`]).
     async fn tags_for(
         &self,
-        samples: &[Sample],
+        series: &[SeriesId],
     ) -> Result<HashMap<SeriesId, Arc<SeriesTags>>, StoreError> {
         let mut out = HashMap::new();
         let mut missing = Vec::new();
         if let Ok(cache) = self.tags.read() {
-            for s in samples {
-                match cache.get(&s.series) {
+            for s in series {
+                match cache.get(s) {
                     Some(t) => {
-                        out.insert(s.series, t.clone());
+                        out.insert(*s, t.clone());
                     }
-                    None if !out.contains_key(&s.series) && !missing.contains(&s.series) => {
-                        missing.push(s.series)
-                    }
+                    None if !out.contains_key(s) && !missing.contains(s) => missing.push(*s),
                     None => {}
                 }
             }
@@ -177,7 +183,7 @@ impl RemoteStore {
                     .or_insert_with(|| {
                         tracing::warn!(
                             series = s.0,
-                            "series has no labels in the registry; writing it with its id only"
+                            "series has no labels in the registry; writing and reading it by its id only"
                         );
                         Arc::new(SeriesTags::bare(s))
                     })
@@ -186,6 +192,27 @@ impl RemoteStore {
             }
         }
         Ok(out)
+    }
+
+    /// Tags of one series (see [`RemoteStore::tags_for`]).
+    async fn tags_of(&self, series: SeriesId) -> Result<Arc<SeriesTags>, StoreError> {
+        self.tags_for(&[series])
+            .await?
+            .remove(&series)
+            .ok_or_else(|| self.err("tag lookup lost a series"))
+    }
+
+    /// Tags of `series`, in the same order.
+    async fn tags_in_order(&self, series: &[SeriesId]) -> Result<Vec<Arc<SeriesTags>>, StoreError> {
+        let tags = self.tags_for(series).await?;
+        series
+            .iter()
+            .map(|s| {
+                tags.get(s)
+                    .cloned()
+                    .ok_or_else(|| self.err("tag lookup lost a series"))
+            })
+            .collect()
     }
 
     async fn get_text(&self, path: &str, form: &[(&str, String)]) -> Result<String, StoreError> {
@@ -252,9 +279,10 @@ impl RemoteStore {
         series: SeriesId,
         before: Timestamp,
     ) -> Result<Option<f64>, StoreError> {
+        let tags = self.tags_of(series).await?;
         match self.dialect {
-            Dialect::Prometheus => prom::last_before(self, series, before).await,
-            Dialect::Flux => flux::last_before(self, series, before).await,
+            Dialect::Prometheus => prom::last_before(self, &tags, before).await,
+            Dialect::Flux => flux::last_before(self, &tags, before).await,
         }
     }
 }
@@ -267,7 +295,8 @@ impl TimeSeriesStore for RemoteStore {
         if samples.is_empty() {
             return Ok(WriteReport::default());
         }
-        let tags = self.tags_for(samples).await?;
+        let ids: Vec<SeriesId> = samples.iter().map(|s| s.series).collect();
+        let tags = self.tags_for(&ids).await?;
         let mut body = String::with_capacity(samples.len() * 96);
         for s in samples {
             let t = tags
@@ -299,9 +328,10 @@ impl TimeSeriesStore for RemoteStore {
         if to <= from {
             return Ok(Vec::new());
         }
+        let tags = self.tags_of(series).await?;
         match self.dialect {
-            Dialect::Prometheus => prom::range(self, series, from, to).await,
-            Dialect::Flux => flux::range(self, series, from, to).await,
+            Dialect::Prometheus => prom::range(self, &tags, from, to).await,
+            Dialect::Flux => flux::range(self, &tags, from, to).await,
         }
     }
 
@@ -309,9 +339,10 @@ impl TimeSeriesStore for RemoteStore {
         if series.is_empty() {
             return Ok(Vec::new());
         }
+        let tags = self.tags_in_order(series).await?;
         let mut out = Vec::with_capacity(series.len());
-        // Bounded request sizes: a regex or set of a few thousand ids per query.
-        for chunk in series.chunks(2_000) {
+        // Bounded request sizes: at most a few thousand series per query.
+        for chunk in tags.chunks(2_000) {
             match self.dialect {
                 Dialect::Prometheus => out.extend(prom::latest(self, chunk).await?),
                 Dialect::Flux => out.extend(flux::latest(self, chunk).await?),
