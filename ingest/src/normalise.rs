@@ -24,18 +24,27 @@
 //!   are consistent with each other, they are a new meter ([`series`]): a segment is
 //!   recorded in the registry (from its first reading, stored = published − offset, the
 //!   jump a zero step), the readings of this batch are accepted, and the earlier ones,
-//!   in quarantine, are replayed by [`crate::replay`].
+//!   in quarantine, are replayed by [`crate::replay`]. When a batch leaves such a jump
+//!   unconfirmed by the suspects in memory, the registry is read back (bounded: the
+//!   device's segments and its newest [`RECOVER_ROWS`] `out_of_range` quarantine rows,
+//!   decoded as the replay does): the quarantine, durable and shared by every ingest
+//!   process, holds the chain's earlier readings refused before a restart or by
+//!   another process, and the registry a segment another process recorded meanwhile.
+//!   So a chain confirms across restarts and processes, from the new meter's first
+//!   reading. A lone spike stays refused: it is no chain.
 //!
 //! Late and out-of-order samples are placed among their stored neighbours (read from
 //! the store), so a backlog published after live data is normalised as if in order.
 //! Live in-order data uses an in-memory last point per series instead (no read). With
 //! several ingest processes, that cache may miss the other processes' latest sample:
-//! the check then spans a longer interval (more lenient), the unwrapping is unchanged.
+//! the check then spans a longer interval (more lenient), the unwrapping is unchanged;
+//! a jump (an impossible step, a new segment) is always measured from the store's
+//! latest point, read again.
 //!
-//! Known limits: the suspects live in the process's memory, so a restart between the
-//! jump and its confirmation makes the chain start again at the next readings (the
-//! earlier ones of the new meter then stay in quarantine); with several ingest
-//! processes a chain split between them is not seen. A swap whose jump is plausible
+//! Known limits: the quarantine is read back from the device's newest [`RECOVER_ROWS`]
+//! `out_of_range` rows only (all its quantities): a new meter whose first readings are
+//! older than that many refusals of the device keeps them in quarantine (the chain
+//! confirms later, from a later reading). A swap whose jump is plausible
 //! over the interval (a long gap between readings) is counted as consumption. After a
 //! swap upwards the stored index is the reading minus the offset until the meter is
 //! reset (then stored as published again). This module must
@@ -43,7 +52,7 @@
 //! to show for it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vigie_core::ids::SeriesId;
@@ -54,17 +63,20 @@ use vigie_core::registry::{
 use vigie_core::store::{Point, Sample, StoreError, TimeSeriesStore};
 use vigie_core::{DeviceId, Quantity, Timestamp};
 
-use crate::decode::{Problem, Reading};
+use crate::decode::{Decoders, Problem, Reading};
 
 mod series;
 
-pub(crate) use series::{Outcome, Segment, Suspect, normalise_series};
+pub(crate) use series::{Outcome, Segment, Suspect, normalise_series, recovered_suspects};
 
 /// How long a device's meter settings are reused before being read again.
 const SETTINGS_TTL: Duration = Duration::from_secs(2);
 const DAY_MS: i64 = 86_400_000;
 /// Last instant RFC 3339 can write: the end of forward searches.
 const END_OF_TIME: Timestamp = Timestamp(253_402_300_799_999);
+/// Most `out_of_range` quarantine rows of a device read back, newest first, to recover
+/// the suspects of a series (a chain needs [`series::SWAP_CONFIRMATIONS`] of them).
+const RECOVER_ROWS: usize = 64;
 
 /// One counter reading to normalise, with everything resolved.
 #[derive(Debug, Clone)]
@@ -110,6 +122,13 @@ pub(crate) struct MeterCache {
 }
 
 impl MeterCache {
+    /// Forgets a device's entry: its next reading reads the registry again.
+    pub(crate) fn forget(&self, id: &DeviceId) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.remove(id);
+        }
+    }
+
     fn get(&self, registry: &Registry, id: &DeviceId) -> Result<MeterEntry, String> {
         if let Ok(m) = self.entries.lock()
             && let Some((at, entry)) = m.get(id)
@@ -218,16 +237,79 @@ pub(crate) fn counter_job(
     }))
 }
 
+/// What [`Normaliser::recover`] read back.
+struct Recovered {
+    segments: Vec<Segment>,
+    readings: Vec<(Timestamp, f64)>,
+}
+
+/// How refused readings are read back from quarantine: the decoders of live ingest.
+#[derive(Debug, Clone)]
+pub(crate) struct Recovery {
+    pub(crate) decoders: Arc<Decoders>,
+    pub(crate) max_future_skew: Duration,
+}
+
 /// The latest point of each series, as last normalised; the impossible jumps that may
-/// be a new meter; the segments this process recorded.
+/// be a new meter; the segments this process recorded; how to read suspects back from
+/// quarantine (`None`: memory only).
 #[derive(Debug, Default)]
 pub(crate) struct Normaliser {
     last: Mutex<HashMap<SeriesId, Point>>,
     suspects: Mutex<HashMap<SeriesId, Vec<Suspect>>>,
     segments: Mutex<HashMap<SeriesId, Vec<Segment>>>,
+    recovery: Option<Recovery>,
 }
 
 impl Normaliser {
+    /// A normaliser that reads suspects back from quarantine with `recovery`.
+    pub(crate) fn recovering(recovery: Recovery) -> Normaliser {
+        Normaliser {
+            recovery: Some(recovery),
+            ..Normaliser::default()
+        }
+    }
+
+    /// What the registry holds now for `job`'s device and quantity: its index segments
+    /// (another process may have recorded one since this one read them) and the
+    /// readings refused as `out_of_range`, `(ts, published value)`, read back from the
+    /// device's newest [`RECOVER_ROWS`] quarantine rows, decoded as the replay does.
+    /// `None` without a [`Recovery`].
+    async fn recover(&self, job: &CounterJob) -> Result<Option<Recovered>, StoreError> {
+        let (Some(recovery), Some(registry)) = (&self.recovery, job.registry.clone()) else {
+            return Ok(None);
+        };
+        let device = job.device.clone();
+        let (segments, rows) = tokio::task::spawn_blocking(move || {
+            let segments = registry.meter_segments_blocking(&device)?;
+            let rows = registry.latest_out_of_range_blocking(&device, RECOVER_ROWS)?;
+            Ok::<_, vigie_core::db::DbError>((segments, rows))
+        })
+        .await
+        .map_err(|e| StoreError::Db(vigie_core::db::DbError::Task(e.to_string())))??;
+        let messages =
+            crate::replay::decode_rows(&rows, &recovery.decoders, recovery.max_future_skew);
+        let readings = messages
+            .iter()
+            .filter(|m| {
+                let route = m.route.as_ref().ok().map(|r| &r.device);
+                m.decoded.device.as_ref().or(route) == Some(&job.device)
+            })
+            .flat_map(|m| &m.decoded.readings)
+            .filter(|r| r.quantity == job.quantity)
+            .map(|r| (r.ts, r.value))
+            .collect();
+        let segments = segments
+            .iter()
+            .filter(|s| s.quantity == job.quantity)
+            .map(|s| Segment {
+                since: s.since,
+                offset: s.offset,
+            })
+            .collect();
+        Ok(Some(Recovered { segments, readings }))
+    }
+
     /// Forgets the cached latest points (after a failed commit).
     pub(crate) fn forget(&self) {
         if let Ok(mut l) = self.last.lock() {
@@ -310,11 +392,12 @@ impl Normaliser {
             group.sort_by_key(|j| j.ts);
             let (min, max) = (group[0].ts, group[group.len() - 1].ts);
             let cached = self.last.lock().ok().and_then(|l| l.get(&series).copied());
-            let (context, latest_known) = match cached {
-                Some(p) if p.ts < min => (vec![p], true),
+            let from_cache = cached.is_some_and(|p| p.ts < min);
+            let (mut around, mut latest_known) = match cached {
+                Some(p) if from_cache => (vec![p], true),
                 _ => context(store, series, min, max).await?,
             };
-            let segments = self.segments_of(series, &group[0].segments);
+            let mut segments = self.segments_of(series, &group[0].segments);
             let suspects = self
                 .suspects
                 .lock()
@@ -322,7 +405,49 @@ impl Normaliser {
                 .and_then(|mut s| s.remove(&series))
                 .unwrap_or_default();
             let before = suspects.clone();
-            let run = normalise_series(&context, &segments, suspects, &group);
+            let mut run = normalise_series(&around, &segments, suspects, &group);
+            if from_cache && (!run.new_segments.is_empty() || left_unconfirmed(&group, &run)) {
+                // A jump is measured from the series' latest point: another process may
+                // have stored a later one than the cached one.
+                (around, latest_known) = context(store, series, min, max).await?;
+                run = normalise_series(&around, &segments, before.clone(), &group);
+            }
+            if left_unconfirmed(&group, &run)
+                && let Some(found) = self.recover(group[0]).await?
+            {
+                // An impossible jump after the last stored point that memory does not
+                // confirm: its earlier readings may have been refused by another process
+                // or before a restart (the quarantine, shared and durable, has them), or
+                // another process may have confirmed the swap already (the registry has
+                // its segment).
+                let fresh: Vec<Segment> = found
+                    .segments
+                    .iter()
+                    .filter(|f| !segments.iter().any(|s| s.since == f.since))
+                    .copied()
+                    .collect();
+                if !fresh.is_empty() {
+                    // What this process knows of the series may be stale too.
+                    segments.extend(&fresh);
+                    segments.sort_by_key(|s| s.since);
+                    (around, latest_known) = context(store, series, min, max).await?;
+                    if let Ok(mut known) = self.segments.lock() {
+                        known.entry(series).or_default().extend(&fresh);
+                    }
+                }
+                let recovered: Vec<Suspect> =
+                    recovered_suspects(&around, &segments, group[0], &found.readings)
+                        .into_iter()
+                        .filter(|r| !before.iter().any(|b| b.ts == r.ts))
+                        .filter(|r| !group.iter().any(|j| j.ts == r.ts))
+                        .collect();
+                if !fresh.is_empty() || !recovered.is_empty() {
+                    let mut merged = before.clone();
+                    merged.extend(recovered);
+                    merged.sort_by_key(|s| s.ts);
+                    run = normalise_series(&around, &segments, merged, &group);
+                }
+            }
             if !run.new_segments.is_empty()
                 && let Err(e) = self
                     .record_segments(series, group[0], &run.new_segments)
@@ -377,6 +502,14 @@ impl Normaliser {
     }
 }
 
+/// Whether a job of `group` was refused as an impossible jump after the last stored
+/// point and left as a suspect (a chain not confirmed by the suspects the run had).
+fn left_unconfirmed(group: &[&CounterJob], run: &series::SeriesRun) -> bool {
+    group.iter().zip(&run.outcomes).any(|(j, o)| {
+        matches!(o, Outcome::Rejected(_)) && run.suspects.iter().any(|s| s.ts == j.ts)
+    })
+}
+
 /// Stored points around `[min, max]`: the last one before, those within, the first one
 /// after; and whether the last returned point is the series' latest.
 async fn context(
@@ -424,5 +557,7 @@ async fn context(
     Ok((pts, latest_known))
 }
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

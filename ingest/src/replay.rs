@@ -16,8 +16,12 @@
 //! then stored; what is still impossible (a real spike) is quarantined again and its
 //! row kept.
 //!
+//! Those segments may have been recorded by another ingest process: the device's
+//! segments are read again before its rows are replayed.
+//!
 //! The payload is decoded by the decoder that recognises its topic, exactly as live
-//! ingest does. Caveat: identical payloads on one topic share one quarantine row (its
+//! ingest does ([`decode_rows`], which meter normalisation also uses to read a
+//! meter's refused readings back). Caveat: identical payloads on one topic share one quarantine row (its
 //! first reception time), so a device that sent the very same `ts`-less payload twice
 //! gets one sample back. This task must never delete a row whose content it did not
 //! commit.
@@ -115,6 +119,9 @@ impl Replayer {
         }
         let mut total = 0;
         for (device, segments) in by_device {
+            // The segment may have been recorded by another process: read the device's
+            // segments afresh, or its readings would be refused again.
+            self.committer.meters.forget(&device);
             let mut after = 0;
             loop {
                 let (registry, d) = (self.committer.registry.clone(), device.clone());
@@ -158,33 +165,7 @@ impl Replayer {
         rows: &[ReplayableMessage],
         kept: impl Fn(usize, &Plan) -> bool,
     ) -> Result<(), String> {
-        let messages: Vec<DecodedMessage> = rows
-            .iter()
-            .map(|row| {
-                let ctx = DecodeContext {
-                    received_at: row.received_at,
-                    max_future_skew: self.max_future_skew,
-                };
-                let routed = self.decoders.route(&row.topic);
-                let decoded = match &routed {
-                    Ok((decoder, route)) => decoder.decode(route, &row.payload, &ctx),
-                    Err(p) => Decoded {
-                        problems: vec![p.clone()],
-                        ..Decoded::default()
-                    },
-                };
-                DecodedMessage {
-                    publish: Publish::new(row.topic.clone(), QoS::AtLeastOnce, row.payload.clone()),
-                    received_at: row.received_at,
-                    route: routed
-                        .as_ref()
-                        .map(|(_, r)| r.clone())
-                        .map_err(Clone::clone),
-                    format: routed.as_ref().map(|(d, _)| d.format()).unwrap_or(""),
-                    decoded,
-                }
-            })
-            .collect();
+        let messages = decode_rows(rows, &self.decoders, self.max_future_skew);
         let messages = Arc::new(messages);
         let (plan, report) = match self.committer.commit(messages).await {
             Ok(done) => done,
@@ -219,6 +200,42 @@ impl Replayer {
         );
         Ok(())
     }
+}
+
+/// Decodes quarantined `rows` again, as if just received at their first reception time,
+/// by the decoder that recognises their topic (as live ingest does). Shared with
+/// [`crate::normalise`], which reads a meter's refused readings back.
+pub(crate) fn decode_rows(
+    rows: &[ReplayableMessage],
+    decoders: &Decoders,
+    max_future_skew: Duration,
+) -> Vec<DecodedMessage> {
+    rows.iter()
+        .map(|row| {
+            let ctx = DecodeContext {
+                received_at: row.received_at,
+                max_future_skew,
+            };
+            let routed = decoders.route(&row.topic);
+            let decoded = match &routed {
+                Ok((decoder, route)) => decoder.decode(route, &row.payload, &ctx),
+                Err(p) => Decoded {
+                    problems: vec![p.clone()],
+                    ..Decoded::default()
+                },
+            };
+            DecodedMessage {
+                publish: Publish::new(row.topic.clone(), QoS::AtLeastOnce, row.payload.clone()),
+                received_at: row.received_at,
+                route: routed
+                    .as_ref()
+                    .map(|(_, r)| r.clone())
+                    .map_err(Clone::clone),
+                format: routed.as_ref().map(|(d, _)| d.format()).unwrap_or(""),
+                decoded,
+            }
+        })
+        .collect()
 }
 
 /// Runs a blocking registry call on the blocking pool.

@@ -8,7 +8,7 @@ use rusqlite::params;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::Registry;
+use super::{Registry, ReplayableMessage, parse_id};
 use crate::db::DbError;
 use crate::ids::DeviceId;
 use crate::time::Timestamp;
@@ -202,6 +202,38 @@ impl Registry {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
+    }
+
+    /// Up to `limit` of a device's `out_of_range` quarantine rows, newest (highest id)
+    /// first: what ingest reads back when a meter's readings may be a swap whose first
+    /// readings another process (or an earlier run) refused (blocking).
+    pub fn latest_out_of_range_blocking(
+        &self,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<ReplayableMessage>, DbError> {
+        let d = device.clone();
+        self.db().call_blocking(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT q.id, q.received_at, q.last_received_at, q.topic, q.device_id, d.format,
+                        q.payload
+                 FROM quarantine q JOIN devices d ON d.id = q.device_id
+                 WHERE q.device_id = ?1 AND q.reason = 'out_of_range'
+                 ORDER BY q.id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![d.as_str(), limit as i64], |r| {
+                Ok(ReplayableMessage {
+                    id: r.get(0)?,
+                    received_at: Timestamp(r.get(1)?),
+                    last_received_at: Timestamp(r.get(2)?),
+                    topic: r.get(3)?,
+                    device_id: parse_id(r, 4)?,
+                    format: r.get(5)?,
+                    payload: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     /// Quarantined occurrences by reason.

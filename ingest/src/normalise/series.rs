@@ -1,7 +1,9 @@
 //! The pure part of meter normalisation: places one series' readings among its stored
 //! points and decides each one's fate (stored value, duplicate, refusal), detecting
 //! rollovers and meter swaps to a higher index. No I/O: the caller brings the stored
-//! points, the known index segments and the suspects left by earlier batches.
+//! points, the known index segments and the suspects left by earlier batches (kept in
+//! memory, or rebuilt from the refused readings read back from quarantine by
+//! [`recovered_suspects`]).
 //!
 //! **Swap to a higher index.** A reading after the series' last point whose step from
 //! it is impossible for the meter is refused (`out_of_range`) and remembered as a
@@ -230,6 +232,54 @@ fn place(run: &mut SeriesRun, segments: &mut Vec<Segment>, k: usize, job: &Count
     // A reading on the trend after a jump: the jump was a spike.
     run.suspects.retain(|s| s.ts > job.ts);
     Outcome::Accepted(point.value)
+}
+
+/// The suspects that readings refused earlier (read back from quarantine: `(ts, raw)`
+/// of `template`'s device and quantity) would have left: those after the last stored
+/// point of `context` (sorted), valued as [`place`] values a reading there, with
+/// `segments` (sorted). Readings at or before the last stored point, or not below the
+/// rollover, are no suspects.
+pub(crate) fn recovered_suspects(
+    context: &[Point],
+    segments: &[Segment],
+    template: &CounterJob,
+    readings: &[(Timestamp, f64)],
+) -> Vec<Suspect> {
+    let Some(&prev) = context.last() else {
+        return Vec::new();
+    };
+    let mut out: Vec<Suspect> = readings
+        .iter()
+        .filter(|(ts, raw)| *ts > prev.ts && template.rollover.is_none_or(|m| *raw < m))
+        .map(|&(ts, raw)| {
+            let limit_prev = template.max_flow_per_hour.map_or(f64::INFINITY, |max| {
+                max * (ts.0 - prev.ts.0).max(MIN_FLOW_INTERVAL_MS) as f64
+                    / 3_600_000.0
+                    / template.factor()
+            });
+            let offset = offset_at(segments, ts);
+            let shifted = Point {
+                ts: prev.ts,
+                value: prev.value + offset,
+            };
+            let c = unwrap(
+                Some(shifted),
+                None,
+                raw,
+                template.rollover,
+                limit_prev,
+                f64::INFINITY,
+            );
+            Suspect {
+                ts,
+                value: c - offset,
+                job: None,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.value.total_cmp(&b.value)));
+    out.dedup_by_key(|s| s.ts);
+    out
 }
 
 /// What the meter's last two stored points (`before` ends with them) predict it

@@ -352,3 +352,50 @@ fn a_swap_stays_a_swap_when_later_readings_make_the_jump_look_possible() {
     assert_eq!(run.new_segments.len(), 1, "{:?}", run.outcomes);
     assert_eq!(total(&run.timeline), 40.0);
 }
+
+#[test]
+fn refused_readings_read_back_are_suspects_only_after_the_last_stored_point() {
+    let template = job(0, 0.0, Some(100_000.0), None);
+    let at = |m: i64| Timestamp(1_800_000_000_000 + m * MIN);
+    let context = [
+        Point {
+            ts: at(0),
+            value: 99_000.0,
+        },
+        Point {
+            ts: at(60),
+            value: 99_990.0,
+        },
+    ];
+    let segments = [Segment {
+        since: at(120),
+        offset: 1_000.0,
+    }];
+    let readings = [
+        // At or before the last stored point: no suspect.
+        (at(30), 99_500.0),
+        (at(60), 99_990.0),
+        // Not below the rollover: refused for that, no suspect.
+        (at(90), 100_000.0),
+        // Unwrapped after the last point, then minus the offset in force.
+        (at(150), 5.0),
+        (at(100), 99_995.0),
+        (at(150), 5.0),
+    ];
+    let got = recovered_suspects(&context, &segments, &template, &readings);
+    assert_eq!(
+        got,
+        [
+            Suspect {
+                ts: at(100),
+                value: 99_995.0,
+                job: None
+            },
+            Suspect {
+                ts: at(150),
+                value: 100_005.0 - 1_000.0,
+                job: None
+            },
+        ]
+    );
+}

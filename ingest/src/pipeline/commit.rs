@@ -21,7 +21,7 @@ use vigie_core::registry::Registry;
 use vigie_core::store::{StoreError, TimeSeriesStore, WriteReport};
 
 use super::plan::{self, DecodedMessage, DeviceCache, Plan};
-use crate::normalise::{MeterCache, Normaliser};
+use crate::normalise::{MeterCache, Normaliser, Recovery};
 
 /// How long the store's retention cut is reused before being read again. A stale cut
 /// is safe: the store refuses a write below the real one, and the commit is made again
@@ -77,6 +77,14 @@ impl Committer {
             normaliser: Arc::default(),
             retention_cut: Arc::default(),
         }
+    }
+
+    /// The same committer, whose normaliser reads a meter's refused readings back from
+    /// quarantine with the decoders of live ingest (a swap confirmed across a restart or
+    /// across processes).
+    pub(crate) fn recovering(mut self, recovery: Recovery) -> Committer {
+        self.normaliser = Arc::new(Normaliser::recovering(recovery));
+        self
     }
 
     /// The store's retention cut, read at most every [`RETENTION_CUT_TTL`].

@@ -28,6 +28,7 @@ use vigie_core::store::TimeSeriesStore;
 
 use crate::decode::Decoders;
 use crate::error::IngestError;
+use crate::normalise::Recovery;
 use crate::options::IngestOptions;
 use crate::replay::Replayer;
 use batch::{BatchLimits, Batcher};
@@ -91,7 +92,10 @@ pub async fn run_with_decoders(
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_replay = stop_rx.clone();
     let decoders = Arc::new(decoders);
-    let committer = Committer::new(registry, store);
+    let committer = Committer::new(registry, store).recovering(Recovery {
+        decoders: decoders.clone(),
+        max_future_skew: opts.max_future_skew,
+    });
     let generation = Arc::new(AtomicU64::new(0));
     let endpoint = opts.broker_url();
     tracing::info!(

@@ -14,3 +14,4 @@ mod meters;
 mod pipeline;
 mod provisioning;
 mod sim_formats;
+mod swap_restart;
