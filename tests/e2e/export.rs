@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::server::TestServer;
+use crate::victoria::VictoriaMetrics;
 
 const SMALL_HISTORY: &str = r#"
 [simulator]
@@ -61,12 +62,10 @@ async fn csv_export_holds_every_stored_sample_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_to_victoriametrics_checks_counts_per_series() {
-    let Ok(vm) = std::env::var("VIGIE_TEST_VICTORIAMETRICS_URL") else {
-        eprintln!(
-            "skipped: VIGIE_TEST_VICTORIAMETRICS_URL is not set (.ci/run starts VictoriaMetrics and sets it)"
-        );
+    let Some(victoria) = VictoriaMetrics::start("the export to VictoriaMetrics").await else {
         return;
     };
+    let vm = victoria.url.clone();
     let server = server_with_history().await;
     let stored = server.stored_samples().await;
     let out = server

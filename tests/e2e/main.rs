@@ -13,3 +13,4 @@ mod retention;
 mod server;
 mod tls;
 mod users;
+mod victoria;

@@ -8,78 +8,11 @@
 //! VictoriaMetrics answers) and then needs `VIGIE_TEST_VICTORIAMETRICS_BIN`; in plain
 //! `cargo test` it says it is skipped.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::pipeline::{publish_all, wait_for};
-use crate::server::{TestServer, device_of_kind, free_addr};
-
-/// A VictoriaMetrics single node on a free loopback port and a temporary directory,
-/// killed on drop.
-struct VictoriaMetrics {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl VictoriaMetrics {
-    /// Starts one, or `None` (test skipped) outside CI.
-    async fn start(test: &str) -> Option<VictoriaMetrics> {
-        if std::env::var("VIGIE_TEST_VICTORIAMETRICS_URL").is_err() {
-            eprintln!(
-                "skipped {test}: VIGIE_TEST_VICTORIAMETRICS_URL is not set (.ci/run installs VictoriaMetrics and sets it)"
-            );
-            return None;
-        }
-        let bin: PathBuf = std::env::var("VIGIE_TEST_VICTORIAMETRICS_BIN")
-            .expect("VIGIE_TEST_VICTORIAMETRICS_BIN must name the victoria-metrics binary in CI")
-            .into();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addr = free_addr();
-        let child = Command::new(&bin)
-            .arg(format!("-httpListenAddr={addr}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("vm").display()
-            ))
-            .arg("-retentionPeriod=100y")
-            // A redelivered sample (same series and instant) is kept once, as the
-            // embedded store does.
-            .arg("-dedup.minScrapeInterval=1ms")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let vm = VictoriaMetrics {
-            child,
-            url: format!("http://{addr}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/health", vm.url)).send().await
-                && r.status().is_success()
-            {
-                return Some(vm);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "VictoriaMetrics did not answer on {}",
-                vm.url
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::server::{TestServer, device_of_kind};
+use crate::victoria::VictoriaMetrics;
 
 /// 2020-01-01 00:00 in Paris (UTC+1 in winter), in ms.
 const JAN_1_2020_PARIS_MS: i64 = 1_577_833_200_000;
