@@ -98,6 +98,20 @@ pub struct ReplayableMessage {
     pub payload: Vec<u8>,
 }
 
+/// A [`ReplayableMessage`] from a row `q.id, q.received_at, q.last_received_at,
+/// q.topic, q.device_id, d.format, q.payload` (quarantine joined with devices).
+pub(crate) fn replayable_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayableMessage> {
+    Ok(ReplayableMessage {
+        id: r.get(0)?,
+        received_at: Timestamp(r.get(1)?),
+        last_received_at: Timestamp(r.get(2)?),
+        topic: r.get(3)?,
+        device_id: parse_id(r, 4)?,
+        format: r.get(5)?,
+        payload: r.get(6)?,
+    })
+}
+
 impl Registry {
     /// Records sightings of unknown devices (one transaction). A device registered
     /// meanwhile is not recorded.
@@ -270,17 +284,7 @@ impl Registry {
                  WHERE q.reason = 'unknown_device'
                  ORDER BY q.received_at, q.id LIMIT ?1",
             )?;
-            let rows = st.query_map([limit as i64], |r| {
-                Ok(ReplayableMessage {
-                    id: r.get(0)?,
-                    received_at: Timestamp(r.get(1)?),
-                    last_received_at: Timestamp(r.get(2)?),
-                    topic: r.get(3)?,
-                    device_id: parse_id(r, 4)?,
-                    format: r.get(5)?,
-                    payload: r.get(6)?,
-                })
-            })?;
+            let rows = st.query_map([limit as i64], replayable_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

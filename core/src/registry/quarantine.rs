@@ -8,7 +8,7 @@ use rusqlite::params;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Registry, ReplayableMessage, parse_id};
+use super::{Registry, ReplayableMessage};
 use crate::db::DbError;
 use crate::ids::DeviceId;
 use crate::time::Timestamp;
@@ -221,17 +221,10 @@ impl Registry {
                  WHERE q.device_id = ?1 AND q.reason = 'out_of_range'
                  ORDER BY q.id DESC LIMIT ?2",
             )?;
-            let rows = st.query_map(params![d.as_str(), limit as i64], |r| {
-                Ok(ReplayableMessage {
-                    id: r.get(0)?,
-                    received_at: Timestamp(r.get(1)?),
-                    last_received_at: Timestamp(r.get(2)?),
-                    topic: r.get(3)?,
-                    device_id: parse_id(r, 4)?,
-                    format: r.get(5)?,
-                    payload: r.get(6)?,
-                })
-            })?;
+            let rows = st.query_map(
+                params![d.as_str(), limit as i64],
+                super::pending::replayable_from_row,
+            )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

@@ -231,3 +231,20 @@ pub(crate) fn telemetry(device: &str, payload: &str) -> (String, Vec<u8>) {
         payload.as_bytes().to_vec(),
     )
 }
+
+/// One native message per reading of one quantity.
+pub(crate) fn readings(
+    device: &str,
+    q: Quantity,
+    points: &[(vigie_core::Timestamp, f64)],
+) -> Vec<(String, Vec<u8>)> {
+    points
+        .iter()
+        .map(|(t, v)| {
+            telemetry(
+                device,
+                &format!(r#"{{"ts":"{}","values":{{"{q}":{v}}}}}"#, t.to_rfc3339()),
+            )
+        })
+        .collect()
+}

@@ -8,7 +8,7 @@ use vigie_core::store::{Aggregation, Point, TimeSeriesStore, bucket_query};
 use vigie_core::time::Bucket;
 use vigie_core::{BuildingId, DeviceId, MemberId, Quantity, Timestamp};
 
-use crate::harness::{Harness, telemetry, wait_for};
+use crate::harness::{Harness, readings, telemetry, wait_for};
 
 const HOUR: i64 = 3_600_000;
 
@@ -32,19 +32,6 @@ async fn meter(h: &Harness, id: &str, kind: DeviceKind, settings: MeterSettings)
         .set_meter_settings(&device, &settings)
         .await
         .unwrap();
-}
-
-/// One native message per reading of one quantity.
-fn readings(device: &str, q: Quantity, points: &[(Timestamp, f64)]) -> Vec<(String, Vec<u8>)> {
-    points
-        .iter()
-        .map(|(t, v)| {
-            telemetry(
-                device,
-                &format!(r#"{{"ts":"{}","values":{{"{q}":{v}}}}}"#, t.to_rfc3339()),
-            )
-        })
-        .collect()
 }
 
 /// One native message holding a backlog array.

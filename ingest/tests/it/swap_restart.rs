@@ -18,7 +18,7 @@ use vigie_core::time::Bucket;
 use vigie_core::{BuildingId, DeviceId, Quantity, Timestamp};
 use vigie_ingest::{IngestError, IngestOptions};
 
-use crate::harness::{DEADLINE, Harness, telemetry, wait_for};
+use crate::harness::{DEADLINE, Harness, readings, wait_for};
 
 const HOUR: i64 = 3_600_000;
 
@@ -113,19 +113,6 @@ async fn meter(h: &Harness, id: &str, kind: DeviceKind) {
         .set_meter_settings(&device, &MeterSettings::default())
         .await
         .unwrap();
-}
-
-/// One native message per reading.
-fn readings(device: &str, q: Quantity, points: &[(Timestamp, f64)]) -> Vec<(String, Vec<u8>)> {
-    points
-        .iter()
-        .map(|(t, v)| {
-            telemetry(
-                device,
-                &format!(r#"{{"ts":"{}","values":{{"{q}":{v}}}}}"#, t.to_rfc3339()),
-            )
-        })
-        .collect()
 }
 
 async fn stored(registry: &Registry, store: &SqliteStore, device: &str, q: Quantity) -> Vec<Point> {
