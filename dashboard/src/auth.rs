@@ -397,8 +397,9 @@ pub async fn login(
             return too_many_attempts(&next, &locked, secure);
         }
     };
-    let user = match state.registry.verify_password(name, password).await {
-        Ok(Some(user)) => user,
+    let ttl_ms = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    let (user, session) = match state.registry.login(name, password, ttl_ms).await {
+        Ok(Some(opened)) => opened,
         Ok(None) => {
             let lock = attempt.failed();
             tracing::warn!(
@@ -422,11 +423,6 @@ pub async fn login(
         }
     };
     attempt.succeeded();
-    let ttl_ms = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
-    let session = match state.registry.create_session(user.id, ttl_ms).await {
-        Ok(s) => s,
-        Err(e) => return PageError::from(e).into_response(),
-    };
     tracing::info!(user = %user.name, addr = shown_addr, "login");
     let cookie = session_cookie(&session.token, state.session_ttl.as_secs(), secure);
     let mut res = Redirect::to(&next).into_response();

@@ -463,3 +463,37 @@ async fn session_and_api_tokens_are_256_random_bits_stored_only_as_digests() {
         Some("admin".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_login_whose_password_changes_while_it_is_checked_opens_no_session() {
+    let (_d, r) = registry().await;
+    let u = r
+        .create_user_blocking("admin", Role::Admin, None, "old password")
+        .expect("create");
+    // The login has checked the old password; the change commits before its session.
+    let (user, phc) = r
+        .check_password_blocking("admin", "old password")
+        .expect("check")
+        .expect("right password");
+    assert_eq!(user, u);
+    r.set_password_blocking("admin", "new password")
+        .expect("change");
+    assert!(
+        r.open_session_if_unchanged_blocking(user.id, &phc, 60_000)
+            .expect("open")
+            .is_none(),
+        "a session opened with the replaced password"
+    );
+    // Without a change in between, the same path opens a session that resolves.
+    let (user, session) = r
+        .login_blocking("admin", "new password", 60_000)
+        .expect("login")
+        .expect("opened");
+    assert_eq!(user, u);
+    assert!(r.session(&session.token).await.expect("session").is_some());
+    assert!(
+        r.login_blocking("admin", "old password", 60_000)
+            .expect("login")
+            .is_none()
+    );
+}

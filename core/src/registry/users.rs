@@ -277,6 +277,19 @@ impl Registry {
         name: &str,
         password: &str,
     ) -> Result<Option<User>, DbError> {
+        Ok(self
+            .check_password_blocking(name, password)?
+            .map(|(user, _)| user))
+    }
+
+    /// The user `name` and the password hash `password` was verified against, if it is
+    /// right (a hash is computed for an unknown name too, so that the answer takes as
+    /// long).
+    pub(crate) fn check_password_blocking(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<(User, String)>, DbError> {
         let name = name.to_string();
         let row = self.db().call_blocking(move |c| {
             Ok(c.query_row(
@@ -287,13 +300,77 @@ impl Registry {
             .optional()?)
         })?;
         match row {
-            Some((user, Some(phc))) if verify(password, &phc) => Ok(Some(user)),
+            Some((user, Some(phc))) if verify(password, &phc) => Ok(Some((user, phc))),
             Some(_) => Ok(None),
             None => {
                 let _ = hash_password(password);
                 Ok(None)
             }
         }
+    }
+
+    /// Checks `name`'s password and opens a login session valid for `ttl_ms` (blocking:
+    /// hashing is slow). `None` when the password is wrong, or was changed while it was
+    /// being checked: the session is only created while the verified hash is still the
+    /// user's, so a login racing `vigie user password` cannot outlive the change.
+    pub fn login_blocking(
+        &self,
+        name: &str,
+        password: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<(User, NewSession)>, DbError> {
+        let Some((user, phc)) = self.check_password_blocking(name, password)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .open_session_if_unchanged_blocking(user.id, &phc, ttl_ms)?
+            .map(|session| (user, session)))
+    }
+
+    /// Async form of [`Registry::login_blocking`] (on the blocking pool).
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<(User, NewSession)>, DbError> {
+        let r = self.clone();
+        let (n, p) = (name.to_string(), password.to_string());
+        tokio::task::spawn_blocking(move || r.login_blocking(&n, &p, ttl_ms))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Opens a session for `user` if its password hash is still `phc`.
+    pub(crate) fn open_session_if_unchanged_blocking(
+        &self,
+        user: UserId,
+        phc: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<NewSession>, DbError> {
+        let session = NewSession {
+            token: random_token(),
+            csrf_token: random_token(),
+            expires_at: Timestamp::now().plus_millis(ttl_ms),
+        };
+        let (d, csrf, exp, phc) = (
+            digest(&session.token),
+            session.csrf_token.clone(),
+            session.expires_at.0,
+            phc.to_string(),
+        );
+        let inserted = self.db().call_blocking(move |c| {
+            c.execute(
+                "DELETE FROM sessions WHERE expires_at < ?1",
+                [Timestamp::now().0],
+            )?;
+            Ok(c.execute(
+                "INSERT INTO sessions (token_sha256, user_id, csrf_token, expires_at)
+                 SELECT ?1, ?2, ?3, ?4 WHERE (SELECT password_hash FROM users WHERE id = ?2) = ?5",
+                params![d, user.0, csrf, exp, phc],
+            )?)
+        })?;
+        Ok((inserted == 1).then_some(session))
     }
 
     /// Creates a new API token for `name`, without label or expiry, and returns it (the
