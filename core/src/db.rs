@@ -63,7 +63,7 @@ pub enum DbError {
 
 /// Migrations, in order; index + 1 is the schema version. Never edit one that shipped:
 /// append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: registry, quarantine, raw samples.
     r#"
     CREATE TABLE members (
@@ -256,10 +256,12 @@ const MIGRATIONS: &[&str] = &[
     // 8: API tokens get an optional label and expiry instant (NULL: never expires, as
     // every token created before this version), and are listed per user; a password
     // change ends a user's sessions. The table is rebuilt rather than altered so that
-    // the migration can run again on a file set back to version 7 (tests do).
+    // its ids become AUTOINCREMENT: a revoked token's id is never given to a new token
+    // (`vigie user revoke-token ID` retried, or run from a stale listing, must not
+    // revoke somebody else's).
     r#"
     CREATE TABLE api_tokens_v8 (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         token_sha256 BLOB NOT NULL UNIQUE,
         created_at INTEGER NOT NULL,

@@ -371,35 +371,88 @@ async fn a_password_change_ends_every_session_of_that_user_only() {
 }
 
 #[tokio::test]
-async fn a_token_from_before_labels_and_expiry_still_authenticates_and_never_expires() {
-    let (dir, r) = registry().await;
-    let u = r
-        .create_user_blocking("admin", Role::Admin, None, "admin password")
-        .expect("create");
-    let token = r.create_token_blocking("admin").expect("token");
-    r.db()
-        .call_blocking(|c| {
-            c.execute_batch("UPDATE api_tokens SET last_used_at = 42; PRAGMA user_version = 7;")?;
-            Ok(())
-        })
-        .expect("back to 7");
-    drop(r);
-    let r = Registry::new(Db::open_dir(dir.path()).expect("migrate"));
+async fn a_token_from_a_version_7_file_still_authenticates_and_never_expires() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vigie.db");
+    // A file as vigie left it at version 7: its schema, a user, a used token.
+    {
+        let mut c = rusqlite::Connection::open(&path).expect("open");
+        for sql in &crate::db::MIGRATIONS[..7] {
+            let tx = c.transaction().expect("tx");
+            tx.execute_batch(sql).expect("migration");
+            tx.commit().expect("commit");
+        }
+        let phc = super::users::hash_password("admin password").expect("hash");
+        c.execute_batch("PRAGMA user_version = 7;")
+            .expect("version");
+        c.execute(
+            "INSERT INTO users (id, name, role, password_hash, created_at) VALUES (1, 'admin', 'admin', ?1, 0)",
+            [phc],
+        )
+        .expect("user");
+        c.execute(
+            "INSERT INTO api_tokens (id, user_id, token_sha256, created_at, last_used_at) VALUES (3, 1, ?1, 10, 42)",
+            [Sha256::digest(b"vigie_from_version_7").to_vec()],
+        )
+        .expect("token");
+    }
+    let r = Registry::new(Db::open_dir(dir.path()).expect("migrate to the latest version"));
     let listed = r.tokens_blocking("admin").expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (
+            listed[0].id.0,
             listed[0].label.as_deref(),
             listed[0].expires_at,
             listed[0].last_used_at
         ),
-        (None, None, Some(Timestamp(42)))
+        (3, None, None, Some(Timestamp(42)))
     );
+    let user = r
+        .user_by_token_at("vigie_from_version_7", Timestamp(i64::MAX / 2))
+        .await
+        .expect("lookup")
+        .expect("the old token authenticates, far in the future too");
+    assert_eq!(user.name, "admin");
+    // Deleting the user still takes its tokens with it (the foreign key survived).
+    r.db()
+        .call_blocking(|c| Ok(c.execute("DELETE FROM users WHERE id = 1", [])?))
+        .expect("delete");
     assert_eq!(
-        r.user_by_token_at(&token, Timestamp(i64::MAX / 2))
+        r.db()
+            .call_blocking(
+                |c| Ok(c.query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r
+                    .get::<_, i64>(0))?)
+            )
+            .expect("count"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_tokens_id_is_never_given_to_a_new_token() {
+    let (_d, r) = registry().await;
+    r.create_user_blocking("admin", Role::Admin, None, "admin password")
+        .expect("admin");
+    r.create_user_blocking("tech", Role::Technician, None, "tech password")
+        .expect("tech");
+    let first = r.issue_token_blocking("admin", None, None).expect("first");
+    let newest = r.issue_token_blocking("admin", None, None).expect("newest");
+    r.revoke_token_blocking(newest.id).expect("revoke");
+    let other = r.issue_token_blocking("tech", None, None).expect("other");
+    assert!(
+        other.id != newest.id && other.id != first.id,
+        "{:?} reused",
+        other.id
+    );
+    // Revoking the same id again names it and touches nobody else's token.
+    assert!(r.revoke_token_blocking(newest.id).is_err());
+    assert!(
+        r.user_by_token(&other.secret)
             .await
-            .expect("lookup"),
-        Some(u)
+            .expect("lookup")
+            .is_some()
     );
 }
 
