@@ -134,6 +134,32 @@ async fn with_victoriametrics_as_store_published_samples_come_back_once_with_the
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // And VictoriaMetrics itself holds each temperature once (the API's reads merge by
+    // instant, so they alone could not show a duplicate).
+    let body = server
+        .client
+        .get(format!("{}/api/v1/query", vm.url))
+        .query(&[
+            (
+                "query",
+                format!(
+                    "count_over_time(outdoor_temperature_c_value{{device=\"{thermometer}\"}}[50y])"
+                ),
+            ),
+            ("time", "2020-02-01T00:00:00Z".to_string()),
+            ("nocache", "1".to_string()),
+        ])
+        .send()
+        .await
+        .expect("query VictoriaMetrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        body.contains("\"3000\""),
+        "VictoriaMetrics does not count 3,000 temperatures: {body}"
+    );
+
     // Nothing of it lives in the local file: a restart reads it all back from the server.
     let status = server.stop();
     assert!(status.success(), "vigie did not stop cleanly: {status:?}");

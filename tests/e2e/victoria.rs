@@ -29,41 +29,63 @@ impl VictoriaMetrics {
             .expect("VIGIE_TEST_VICTORIAMETRICS_BIN must name the victoria-metrics binary in CI")
             .into();
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr = free_addr();
-        let child = Command::new(&bin)
-            .arg(format!("-httpListenAddr={addr}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("vm").display()
-            ))
-            .arg("-retentionPeriod=100y")
-            // A redelivered sample (same series and instant) is kept once, as the
-            // embedded store does.
-            .arg("-dedup.minScrapeInterval=1ms")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let vm = VictoriaMetrics {
-            child,
-            url: format!("http://{addr}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/health", vm.url)).send().await
-                && r.status().is_success()
-            {
-                return Some(vm);
+        let log = dir.path().join("victoria-metrics.log");
+        // A free port may be taken between its release and the server's bind: then the
+        // server exits at once, and another port is tried (after a healthy answer too,
+        // since that answer may come from whoever took the port).
+        for _ in 0..5 {
+            let addr = free_addr();
+            let mut child = Command::new(&bin)
+                .arg(format!("-httpListenAddr={addr}"))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("vm").display()
+                ))
+                .arg("-retentionPeriod=100y")
+                // A redelivered sample (same series and instant) is kept once, as the
+                // embedded store does.
+                .arg("-dedup.minScrapeInterval=1ms")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let url = format!("http://{addr}");
+            if wait_healthy(&url, &mut child).await {
+                return Some(VictoriaMetrics {
+                    child,
+                    url,
+                    _dir: dir,
+                });
             }
-            assert!(
-                Instant::now() < deadline,
-                "VictoriaMetrics did not answer on {}",
-                vm.url
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!(
+            "VictoriaMetrics did not start; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+/// Whether the server `child` answers healthy on `url` (false: it exited).
+async fn wait_healthy(url: &str, child: &mut Child) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if let Ok(r) = client.get(format!("{url}/health")).send().await
+            && r.status().is_success()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return child.try_wait().ok().flatten().is_none();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VictoriaMetrics did not answer on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
