@@ -278,6 +278,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// How long a connection waits for another's write lock before failing.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The latest schema version this binary knows.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
@@ -336,7 +339,7 @@ impl Db {
             source,
         };
         let conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(open)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
         // synchronous = FULL: ingest acknowledges MQTT messages once `commit` returns,
         // so a commit must survive a power cut, not only a process crash (NORMAL in WAL
         // mode may lose the last commits on power loss, after they were acknowledged).

@@ -151,6 +151,9 @@ pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 /// The longest label a token may have, in characters.
 const MAX_LABEL_CHARS: usize = 100;
 
+/// How long recording a token's last use may wait for the write lock.
+const TOUCH_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
     Ok(ApiToken {
         id: TokenId(r.get(0)?),
@@ -499,12 +502,17 @@ impl Registry {
                 if last_used
                     .is_none_or(|l| now.0.abs_diff(l) >= LAST_USED_RESOLUTION_MS.unsigned_abs())
                 {
-                    // Bookkeeping: a failed write must not refuse a valid token.
-                    if let Err(e) = c.execute(
+                    // Bookkeeping: a failed write must not refuse a valid token, nor make
+                    // the call wait behind a long write (retention holds the write lock
+                    // for a while): a short busy timeout, and the next minute retries.
+                    let _ = c.busy_timeout(TOUCH_BUSY_TIMEOUT);
+                    let touched = c.execute(
                         "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
                         params![id, now.0],
-                    ) {
-                        tracing::warn!(token_id = id, error = %e, "cannot record API token use");
+                    );
+                    let _ = c.busy_timeout(crate::db::BUSY_TIMEOUT);
+                    if let Err(e) = touched {
+                        tracing::debug!(token_id = id, error = %e, "API token use not recorded");
                     }
                 }
                 Ok(Some(user))
