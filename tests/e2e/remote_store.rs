@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::pipeline::{publish_all, wait_for};
-use crate::server::{TestServer, device_of_kind};
+use crate::server::{TestServer, building_of, device_of_kind};
 use crate::victoria::VictoriaMetrics;
 
 /// 2020-01-01 00:00 in Paris (UTC+1 in winter), in ms.
@@ -32,15 +32,7 @@ async fn with_victoriametrics_as_store_published_samples_come_back_once_with_the
     let token = server.admin_token();
     let thermometer = device_of_kind(&server, &token, "outdoor_thermometer").await;
     let meter = device_of_kind(&server, &token, "electricity_meter").await;
-    let building_id = server.get_json(&token, "/api/v1/devices").await;
-    let building_id = building_id
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|d| d["id"] == meter.as_str())
-        .and_then(|d| d["building_id"].as_str())
-        .expect("the meter's building")
-        .to_string();
+    let building_id = building_of(&server, &token, &meter).await;
 
     // 3,000 temperatures a minute apart, and three days of an hourly electricity index
     // rising 1 kWh an hour, all in January 2020 (far from the simulator's live days).

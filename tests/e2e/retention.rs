@@ -7,7 +7,7 @@ use vigie_core::Timestamp;
 use vigie_core::time::local_date;
 
 use crate::pipeline::{publish_all, wait_for};
-use crate::server::{LIGHT_CONFIG, TestServer, device_of_kind};
+use crate::server::{LIGHT_CONFIG, TestServer, building_of, device_of_kind};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -34,15 +34,7 @@ async fn retention_deletes_raw_samples_older_than_the_window_and_keeps_daily_and
     let mut server = TestServer::start(&config(0), &["--demo"]).await;
     let token = server.admin_token();
     let meter = device_of_kind(&server, &token, "electricity_meter").await;
-    let devices = server.get_json(&token, "/api/v1/devices").await;
-    let building = devices
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|d| d["id"] == meter.as_str())
-        .and_then(|d| d["building_id"].as_str())
-        .expect("the meter's building")
-        .to_string();
+    let building = building_of(&server, &token, &meter).await;
 
     // Hourly index readings over 30 days centred on "now − 730 days".
     let now = Timestamp::now().0;

@@ -221,3 +221,16 @@ pub(crate) async fn device_of_kind(server: &TestServer, token: &str, kind: &str)
         .unwrap_or_else(|| panic!("no device of kind {kind} in {devices}"))
         .to_string()
 }
+
+/// The building of a device, from the API.
+pub(crate) async fn building_of(server: &TestServer, token: &str, device: &str) -> String {
+    let devices = server.get_json(token, "/api/v1/devices").await;
+    devices
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|d| d["id"] == device)
+        .and_then(|d| d["building_id"].as_str())
+        .unwrap_or_else(|| panic!("no building for {device} in {devices}"))
+        .to_string()
+}

@@ -351,6 +351,17 @@ impl Registry {
         phc: &str,
         ttl_ms: i64,
     ) -> Result<Option<NewSession>, DbError> {
+        self.insert_session_blocking(user, Some(phc), ttl_ms)
+    }
+
+    /// Inserts a fresh session for `user`, valid for `ttl_ms` (and drops expired ones);
+    /// with `phc`, only while that is still the user's password hash.
+    fn insert_session_blocking(
+        &self,
+        user: UserId,
+        phc: Option<&str>,
+        ttl_ms: i64,
+    ) -> Result<Option<NewSession>, DbError> {
         let session = NewSession {
             token: random_token(),
             csrf_token: random_token(),
@@ -360,7 +371,7 @@ impl Registry {
             digest(&session.token),
             session.csrf_token.clone(),
             session.expires_at.0,
-            phc.to_string(),
+            phc.map(str::to_string),
         );
         let inserted = self.db().call_blocking(move |c| {
             c.execute(
@@ -369,7 +380,8 @@ impl Registry {
             )?;
             Ok(c.execute(
                 "INSERT INTO sessions (token_sha256, user_id, csrf_token, expires_at)
-                 SELECT ?1, ?2, ?3, ?4 WHERE (SELECT password_hash FROM users WHERE id = ?2) = ?5",
+                 SELECT ?1, ?2, ?3, ?4
+                 WHERE ?5 IS NULL OR (SELECT password_hash FROM users WHERE id = ?2) = ?5",
                 params![d, user.0, csrf, exp, phc],
             )?)
         })?;
@@ -563,27 +575,11 @@ impl Registry {
 
     /// Opens a login session for `user`, valid for `ttl_ms`.
     pub async fn create_session(&self, user: UserId, ttl_ms: i64) -> Result<NewSession, DbError> {
-        let session = NewSession {
-            token: random_token(),
-            csrf_token: random_token(),
-            expires_at: Timestamp::now().plus_millis(ttl_ms),
-        };
-        let (d, csrf, exp) = (
-            digest(&session.token),
-            session.csrf_token.clone(),
-            session.expires_at.0,
-        );
-        self.db()
-            .call(move |c| {
-                c.execute("DELETE FROM sessions WHERE expires_at < ?1", [Timestamp::now().0])?;
-                c.execute(
-                    "INSERT INTO sessions (token_sha256, user_id, csrf_token, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![d, user.0, csrf, exp],
-                )?;
-                Ok(())
-            })
-            .await?;
-        Ok(session)
+        let r = self.clone();
+        tokio::task::spawn_blocking(move || r.insert_session_blocking(user, None, ttl_ms))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))??
+            .ok_or_else(|| DbError::Task("session insert wrote no row".into()))
     }
 
     /// The user and CSRF token of a live session.
